@@ -1,0 +1,30 @@
+"""Store errors, with the table and store they concern."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    def __init__(self, message: str, *, store: str = "", table: str = "") -> None:
+        super().__init__(message)
+        self.store = store
+        self.table = table
+
+    def __str__(self) -> str:
+        where = "/".join(part for part in (self.store, self.table) if part)
+        return f"[{where}] {super().__str__()}" if where else super().__str__()
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached."""
+
+
+class StoreTimeout(StoreError):
+    """A lookup did not finish within its timeout."""
+
+
+class TableNotFound(StoreError):
+    """No such table, or no such version of it."""
+
+
+class CorruptValue(StoreError):
+    """A stored value could not be decoded (bad header, wrong dimension or dtype)."""

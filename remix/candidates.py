@@ -1,0 +1,110 @@
+"""Columnar candidate sets: one numpy array per attribute, so steps work on whole sets at once."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+
+
+class ItemType(enum.IntEnum):
+    """Item kinds; values match `quasar.v1.ItemType`."""
+
+    POST = 1
+    ARTICLE = 2
+    JOB = 3
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A set of candidate items, all arrays of equal length n.
+
+    `source` holds indices into `source_names`; `sources_mask` has bit i set when source i produced the
+    item (merge keeps every producer). `scores` is filled by the second pass: shape (n, len(objectives)).
+    """
+
+    item_id: I64
+    item_type: npt.NDArray[np.int8]
+    author_id: I64
+    first_pass_score: F32
+    source: npt.NDArray[np.int16]
+    sources_mask: npt.NDArray[np.uint32]
+    source_names: tuple[str, ...]
+    scores: F32 | None = None
+    objectives: tuple[str, ...] = ()
+    utility: F32 | None = None
+    _extra: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.item_id)
+        for name in ("item_type", "author_id", "first_pass_score", "source", "sources_mask"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Candidates.{name} has {len(getattr(self, name))} rows, item_id has {n}")
+
+    def __len__(self) -> int:
+        return len(self.item_id)
+
+    @classmethod
+    def from_source(
+        cls,
+        source_name: str,
+        *,
+        item_id: I64,
+        item_type: npt.NDArray[np.int8],
+        author_id: I64,
+        first_pass_score: F32,
+    ) -> Candidates:
+        n = len(item_id)
+        return cls(
+            item_id=np.asarray(item_id, dtype=np.int64),
+            item_type=np.asarray(item_type, dtype=np.int8),
+            author_id=np.asarray(author_id, dtype=np.int64),
+            first_pass_score=np.asarray(first_pass_score, dtype=np.float32),
+            source=np.zeros(n, dtype=np.int16),
+            sources_mask=np.ones(n, dtype=np.uint32),
+            source_names=(source_name,),
+        )
+
+    @classmethod
+    def empty(cls, source_names: tuple[str, ...] = ()) -> Candidates:
+        return cls(
+            item_id=np.empty(0, np.int64),
+            item_type=np.empty(0, np.int8),
+            author_id=np.empty(0, np.int64),
+            first_pass_score=np.empty(0, np.float32),
+            source=np.empty(0, np.int16),
+            sources_mask=np.empty(0, np.uint32),
+            source_names=source_names,
+        )
+
+    def take(self, index: npt.NDArray[np.integer]) -> Candidates:
+        """Rows at `index`, in that order (any per-row array is taken too)."""
+        return replace(
+            self,
+            item_id=self.item_id[index],
+            item_type=self.item_type[index],
+            author_id=self.author_id[index],
+            first_pass_score=self.first_pass_score[index],
+            source=self.source[index],
+            sources_mask=self.sources_mask[index],
+            scores=None if self.scores is None else self.scores[index],
+            utility=None if self.utility is None else self.utility[index],
+        )
+
+    def with_scores(self, scores: F32, objectives: tuple[str, ...], utility: F32) -> Candidates:
+        if scores.shape != (len(self), len(objectives)) or utility.shape != (len(self),):
+            raise ValueError(
+                f"scores {scores.shape} / utility {utility.shape} do not fit {len(self)} candidates "
+                f"and {len(objectives)} objectives"
+            )
+        return replace(self, scores=scores, objectives=objectives, utility=utility)
+
+    def source_list(self, row: int) -> list[str]:
+        """Names of every source that produced row `row` (for the response, not the hot path)."""
+        mask = int(self.sources_mask[row])
+        return [name for bit, name in enumerate(self.source_names) if mask >> bit & 1]

@@ -1,0 +1,63 @@
+"""The per-request context every step reads from and writes to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from remix.budget import Budget
+from remix.failures import Failure
+from remix.keys import Key
+from remix.request import FeedRequest
+from remix.trace import Trace
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """A model call the request depended on (reported as model versions; replayable later)."""
+
+    model: str
+    target: str
+    version: str
+
+
+@dataclass
+class Context:
+    """State of one request. Created by the executor; never shared between requests.
+
+    Slots are written once per key by the step that declares it; `failures` collects what fail-open
+    steps left behind, and makes the answer `degraded`. `table_versions` and `models` record every
+    external read, so a request can be captured and replayed.
+    """
+
+    request: FeedRequest
+    budget: Budget
+    trace: Trace = field(default_factory=Trace)
+    failures: list[Failure] = field(default_factory=list)
+    table_versions: dict[str, str] = field(default_factory=dict)
+    models: list[ModelUse] = field(default_factory=list)
+    _slots: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, key: Key[T], value: T) -> None:
+        self._slots[key.name] = value
+
+    def get(self, key: Key[T]) -> T:
+        try:
+            return self._slots[key.name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise KeyError(f"slot {key.name!r} was never written in this request") from None
+
+    def get_or(self, key: Key[T], default: T) -> T:
+        return self._slots.get(key.name, default)  # type: ignore[no-any-return]
+
+    def has(self, key: Key[Any]) -> bool:
+        return key.name in self._slots
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.failures)
+
+    def degrade(self, failure: Failure) -> None:
+        self.failures.append(failure)
