@@ -30,6 +30,10 @@ class Corpus:
     item_popularity: npt.NDArray[np.float32]  # engagement count, >= 0
     item_hashtags_indptr: npt.NDArray[np.int64]
     item_hashtags_indices: npt.NDArray[np.int32]
+    # Retrieval embeddings (n + 1, topic_dim), L2-normalised: first-pass similarity and ANN-style lookup.
+    # Distinct from the second-pass embedding tables, which live in the kvstore.
+    item_topics: npt.NDArray[np.float32]
+    member_topics: npt.NDArray[np.float32]
     # per member (length n_members + 1 for indptr / activity)
     member_activity: npt.NDArray[np.float32]  # 0..1, how engaged the member is
     connections_indptr: npt.NDArray[np.int64]
