@@ -1,0 +1,107 @@
+"""Wire ↔ domain conversion for FeedService, including request validation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from gateway.status import invalid_argument
+from quasar.v1 import feed_pb2
+from remix.candidates import Candidates
+from remix.context import Context
+from remix.request import FeedRequest
+
+_MAX_REQUEST_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    default_count: int
+    max_count: int
+    max_context_entries: int
+    max_context_bytes: int
+
+
+def to_feed_request(
+    message: feed_pb2.GetFeedRequest, limits: RequestLimits, workflows: Collection[str]
+) -> FeedRequest:
+    """Validate a GetFeedRequest; every problem raises INVALID_ARGUMENT naming the field and the rule."""
+    if message.member_id <= 0:
+        raise invalid_argument(f"member_id must be a positive integer, got {message.member_id}")
+    count = message.count or limits.default_count
+    if count < 0 or count > limits.max_count:
+        raise invalid_argument(f"count must be between 1 and {limits.max_count}, got {message.count}")
+    workflow = message.workflow or "feed"
+    if workflow not in workflows:
+        raise invalid_argument(f"unknown workflow {workflow!r}; served workflows: {', '.join(sorted(workflows))}")
+    if len(message.context) > limits.max_context_entries:
+        raise invalid_argument(
+            f"context has {len(message.context)} entries, at most {limits.max_context_entries} are allowed"
+        )
+    context_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in message.context.items())
+    if context_bytes > limits.max_context_bytes:
+        raise invalid_argument(f"context is {context_bytes} bytes, at most {limits.max_context_bytes} are allowed")
+    if len(message.request_id) > _MAX_REQUEST_ID_CHARS:
+        raise invalid_argument(f"request_id is longer than {_MAX_REQUEST_ID_CHARS} characters")
+    return FeedRequest(
+        request_id=message.request_id or uuid.uuid4().hex,
+        member_id=message.member_id,
+        count=count,
+        workflow=workflow,
+        context=dict(message.context),
+        debug=message.debug,
+    )
+
+
+def to_response(
+    ctx: Context, feed: Candidates, *, workflow_version: str, server_ms: float
+) -> feed_pb2.GetFeedResponse:
+    """Build the response from the final feed. Work is per returned item (≤ count), never per candidate."""
+    items = []
+    objectives = feed.objectives
+    scores = feed.scores.tolist() if feed.scores is not None else None
+    utility = feed.utility.tolist() if feed.utility is not None else feed.first_pass_score.tolist()
+    item_ids, item_types, authors = feed.item_id.tolist(), feed.item_type.tolist(), feed.author_id.tolist()
+    primary = feed.source.tolist()
+    for row in range(len(feed)):
+        items.append(
+            feed_pb2.RankedItem(
+                item_id=item_ids[row],
+                item_type=item_types[row],  # type: ignore[arg-type]  # ItemType values mirror the proto enum
+                source=feed.source_names[primary[row]],
+                sources=feed.source_list(row),
+                author_id=authors[row],
+                score=utility[row],
+                objective_scores=[
+                    feed_pb2.ObjectiveScore(objective=name, score=value)
+                    for name, value in zip(objectives, scores[row], strict=True)
+                ]
+                if scores is not None
+                else [],
+            )
+        )
+    response = feed_pb2.GetFeedResponse(
+        request_id=ctx.request.request_id,
+        items=items,
+        degraded=ctx.degraded,
+        degraded_reasons=[failure.reason for failure in ctx.failures],
+        workflow=ctx.request.workflow,
+        workflow_version=workflow_version,
+        model_versions=[
+            feed_pb2.ModelVersion(model=use.model, target=use.target, version=use.version) for use in ctx.models
+        ],
+        server_ms=server_ms,
+    )
+    if ctx.request.debug:
+        response.trace.extend(
+            feed_pb2.StepTrace(
+                name=entry.name,
+                outcome=entry.outcome.value,
+                elapsed_ms=entry.elapsed_ms,
+                budget_left_ms=-1.0 if entry.budget_left_ms is None else entry.budget_left_ms,
+                detail=entry.detail,
+            )
+            for entry in ctx.trace.entries
+        )
+    return response

@@ -1,0 +1,58 @@
+"""Server interceptors, composed once when the server is created."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from gateway.metrics import GatewayMetrics
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every unary RPC with the conventional grpc_server_* metric names."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        labels = ("unary", service, method)
+        inner = handler.unary_unary
+        metrics = self._metrics
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            metrics.grpc_started.labels(*labels).inc()
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                response = await inner(request, context)
+                code = context.code() or grpc.StatusCode.OK  # type: ignore[assignment]
+                return response
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            finally:
+                metrics.grpc_handling.labels(*labels).observe(time.perf_counter() - started)
+                metrics.grpc_handled.labels(*labels, _code_name(code)).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _code_name(code: Any) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return grpc.StatusCode(code).name if code is not None else "UNKNOWN"

@@ -1,0 +1,29 @@
+"""Runs a gateway process: event loop choice, signal handling, logging."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from gateway.server import serve_until_signalled
+from gateway.settings import GatewaySettings
+
+
+def run_gateway(settings: GatewaySettings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and exit."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve_until_signalled(settings, stop)
+
+    if settings.use_uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

@@ -1,0 +1,109 @@
+"""The gRPC server's lifecycle: create, start, report ready, drain, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health_pb2_grpc import add_HealthServicer_to_server
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from gateway.admission import Admission
+from gateway.app import FeedApp
+from gateway.convert import RequestLimits
+from gateway.interceptors import MetricsInterceptor
+from gateway.servicer import FeedServicer
+from gateway.settings import GatewaySettings
+from quasar.v1 import feed_pb2, feed_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+FEED_SERVICE = feed_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name
+_OVERALL = ""  # grpc.health.v1: the empty service name is the server as a whole
+
+
+class GatewayServer:
+    """One gateway process: the app, its gRPC server, health and the metrics endpoint.
+
+    `start()` loads the app, binds the port (0 picks a free one, see `port`) and turns health to
+    SERVING only once everything is ready. `drain_and_stop()` turns health to NOT_SERVING, refuses
+    new calls, waits up to `drain_grace_s` for in-flight calls, then stops.
+    """
+
+    def __init__(self, settings: GatewaySettings, app: FeedApp | None = None) -> None:
+        self.settings = settings
+        self.app = app or FeedApp(settings)
+        self.health = HealthServicer()
+        self.admission = Admission(settings.max_in_flight, self.app.metrics)
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http: Any = None
+        self.port = 0
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        await self.health.set(_OVERALL, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(FEED_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.app.start()
+        server = grpc.aio.server(interceptors=[MetricsInterceptor(self.app.metrics)])
+        limits = RequestLimits(
+            default_count=self.settings.default_count,
+            max_count=self.settings.max_count,
+            max_context_entries=self.settings.max_context_entries,
+            max_context_bytes=self.settings.max_context_bytes,
+        )
+        feed_pb2_grpc.add_FeedServiceServicer_to_server(FeedServicer(self.app, limits, self.admission), server)
+        add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (FEED_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
+        await server.start()
+        self._server = server
+        if self.settings.metrics_port is not None:
+            self._metrics_http, thread = start_http_server(
+                self.settings.metrics_port, addr=self.settings.host, registry=self.app.metrics.registry
+            )
+            self.metrics_port = self._metrics_http.server_port
+        if not await self.app.ready():
+            raise RuntimeError("the app is not ready after start: an engine reports not ready")
+        await self.health.set(_OVERALL, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(FEED_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "gateway serving",
+            extra={"grpc_port": self.port, "metrics_port": self.metrics_port, "workflows": sorted(self.app.workflow_names)},
+        )
+
+    async def drain_and_stop(self) -> None:
+        log.info("draining", extra={"in_flight": self.admission.in_flight})
+        await self.health.enter_graceful_shutdown()
+        self.admission.start_draining()
+        if self._server is not None:
+            # stop(grace) rejects new RPCs at once and lets in-flight ones finish within the grace period.
+            await self._server.stop(self.settings.drain_grace_s)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        await self.app.close()
+        log.info("gateway stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve_until_signalled(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    """Run a gateway until `stop` is set (the entry point sets it on SIGTERM/SIGINT), then drain."""
+    gateway = GatewayServer(settings)
+    try:
+        await gateway.start()
+        print(f"quasar gateway listening on {settings.host}:{gateway.port}", flush=True)
+        await stop.wait()
+    finally:
+        await gateway.drain_and_stop()

@@ -1,0 +1,77 @@
+"""FeedService servicer: converts, delegates to the app, maps errors. No ranking logic here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import grpc
+
+from gateway.admission import Admission
+from gateway.app import FeedApp
+from gateway.convert import RequestLimits, to_feed_request, to_response
+from gateway.status import RequestRejected, to_status
+from quasar.v1 import feed_pb2, feed_pb2_grpc
+
+log = logging.getLogger("quasar.requests")
+
+# Time kept back from the caller's deadline to serialise and send the answer before it expires.
+_RESPONSE_MARGIN_S = 0.002
+
+
+class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
+    def __init__(self, app: FeedApp, limits: RequestLimits, admission: Admission) -> None:
+        self._app = app
+        self._limits = limits
+        self._admission = admission
+
+    async def GetFeed(
+        self, request: feed_pb2.GetFeedRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> feed_pb2.GetFeedResponse:
+        started = time.perf_counter()
+        request_id = request.request_id or "-"
+        # Metric labels must stay bounded: a workflow name the client invented is not one.
+        workflow = request.workflow or "feed"
+        if workflow not in self._app.workflow_names:
+            workflow = "_unknown"
+        outcome = "ok"
+        try:
+            async with self._admission.admit():
+                feed_request = to_feed_request(request, self._limits, self._app.workflow_names)
+                request_id = feed_request.request_id
+                answer = await self._app.get_feed(feed_request, timeout_s=_timeout_s(context))
+                outcome = "degraded" if answer.context.degraded else "ok"
+                return to_response(
+                    answer.context,
+                    answer.feed,
+                    workflow_version=answer.workflow_version,
+                    server_ms=(time.perf_counter() - started) * 1e3,
+                )
+        except Exception as error:
+            status = to_status(error, request_id)
+            outcome = status.code.name
+            if status.code is grpc.StatusCode.INTERNAL:
+                log.exception("GetFeed failed", extra={"request_id": request_id})
+            await context.abort(status.code, status.message)
+            raise AssertionError("unreachable: abort raises") from error
+        finally:
+            self._app.metrics.workflow_requests.labels(workflow, outcome).inc()
+            log.debug(
+                "GetFeed",
+                extra={
+                    "request_id": request_id,
+                    "workflow": workflow,
+                    "outcome": outcome,
+                    "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
+                },
+            )
+
+
+def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= _RESPONSE_MARGIN_S:
+        raise RequestRejected(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already expired on arrival")
+    return float(remaining) - _RESPONSE_MARGIN_S

@@ -1,0 +1,64 @@
+"""Typed gateway settings from a YAML file and QUASAR_* environment variables (env wins)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from engines.config import EnginesConfig
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway process needs. Units are in the names; validated at startup."""
+
+    model_config = SettingsConfigDict(env_prefix="QUASAR_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus port; 0 picks one; null disables")
+    world_dir: Path = Path("var/world")
+    workflows_dir: Path | None = Field(None, description="directory of workflow YAML files; default: the built-ins")
+    engines: EnginesConfig | None = Field(None, description="engines and routes; default: in-process, from the world")
+    use_uvloop: bool = True
+    default_count: int = Field(50, ge=1)
+    max_count: int = Field(500, ge=1)
+    max_context_entries: int = Field(16, ge=0)
+    max_context_bytes: int = Field(2048, ge=0)
+    default_timeout_s: float = Field(0.5, gt=0, description="request budget when the caller sends no deadline")
+    max_in_flight: int = Field(256, ge=1, description="admission limit; beyond it calls get RESOURCE_EXHAUSTED")
+    drain_grace_s: float = Field(10.0, ge=0)
+    offload_workers: int = Field(2, ge=1, description="threads for CPU-bound inference")
+    offload_max_pending: int = Field(256, ge=1)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _counts_consistent(self) -> GatewaySettings:
+        if self.default_count > self.max_count:
+            raise ValueError(f"default_count ({self.default_count}) exceeds max_count ({self.max_count})")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first: explicit arguments (CLI flags), then QUASAR_* env, then the YAML file.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Settings from `config_file` (YAML), overridden by QUASAR_* env, overridden by non-None `overrides`."""
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"settings file {config_file} does not exist")
+
+    class _FromFile(GatewaySettings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    return _FromFile(**{k: v for k, v in overrides.items() if v is not None})
