@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from remix.budget import Budget
@@ -39,6 +39,14 @@ class Context:
     table_versions: dict[str, str] = field(default_factory=dict)
     models: list[ModelUse] = field(default_factory=list)
     _slots: dict[str, Any] = field(default_factory=dict)
+
+    def with_budget(self, budget: Budget) -> Context:
+        """A view of this request under a narrower budget (a step's own timeout).
+
+        Everything else is shared with this context (slots, trace, failures, recorded reads), so what a
+        step writes through the view is seen by every later step.
+        """
+        return replace(self, budget=budget)
 
     def set(self, key: Key[T], value: T) -> None:
         self._slots[key.name] = value

@@ -23,3 +23,15 @@ class Step(Protocol):
     writes: frozenset[Key[Any]]
 
     async def __call__(self, ctx: Context) -> None: ...
+
+
+@runtime_checkable
+class Composite(Step, Protocol):
+    """A step made of other steps (sequence, parallel, switch).
+
+    A composite runs each child through `remix.wrappers.guard`, so every leaf enforces the deadline
+    itself; the wrapper around a composite therefore narrows the budget it passes down but sets no timer
+    of its own (two timers on one deadline would race). `children()` lists the direct children, in order.
+    """
+
+    def children(self) -> tuple[Step, ...]: ...

@@ -1,0 +1,134 @@
+"""GetFeed latency over gRPC against a gateway process, beside the in-process floor, in one run.
+
+Usage: python benchmarks/feed_latency.py [--world var/world] [--requests 500] [--concurrency 1 4]
+
+The gateway runs as its own process (uvloop, embedded defaults); the client sends requests for random
+members. Every measured request must merge >= --min-candidates candidates into the second pass; the
+in-process run (FeedApp.get_feed, no gRPC) checks that and gives the floor the gRPC figures compare to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from gateway.app import FeedApp
+from gateway.settings import GatewaySettings
+from quasar.demo.build import build_world
+from quasar.v1 import feed_pb2, feed_pb2_grpc
+from remix.request import FeedRequest
+from remix.steps import MERGED
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    values = np.asarray(samples_ms)
+    return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)} | {"max": float(values.max())}
+
+
+def show(label: str, samples_ms: list[float], wall_s: float) -> dict[str, float]:
+    stats = percentiles(samples_ms)
+    print(
+        f"{label:<28} n={len(samples_ms):<5} p50={stats['p50']:7.2f} ms  p90={stats['p90']:7.2f} ms  "
+        f"p99={stats['p99']:7.2f} ms  max={stats['max']:7.2f} ms  {len(samples_ms) / wall_s:7.1f} req/s"
+    )
+    return stats
+
+
+async def grpc_run(target: str, members: np.ndarray, concurrency: int, count: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    queue = list(members.tolist())
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = feed_pb2_grpc.FeedServiceStub(channel)
+
+        async def worker() -> None:
+            while queue:
+                member = queue.pop()
+                started = time.perf_counter()
+                response = await stub.GetFeed(feed_pb2.GetFeedRequest(member_id=member, count=count), timeout=5)
+                latencies.append((time.perf_counter() - started) * 1e3)
+                if len(response.items) != count:
+                    raise RuntimeError(f"member {member}: {len(response.items)} items, wanted {count}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started
+
+
+async def in_process_run(world: Path, members: np.ndarray, count: int, min_candidates: int) -> tuple[list[float], float, int]:
+    app = FeedApp(GatewaySettings(world_dir=world, metrics_port=None))
+    await app.start()
+    try:
+        for member in members[:20].tolist():  # warm-up
+            await app.get_feed(FeedRequest(request_id="w", member_id=member, count=count), timeout_s=None)
+        latencies, smallest = [], 1 << 30
+        started = time.perf_counter()
+        for member in members.tolist():
+            t0 = time.perf_counter()
+            answer = await app.get_feed(FeedRequest(request_id="b", member_id=member, count=count), timeout_s=None)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            smallest = min(smallest, len(answer.context.get(MERGED)))
+        wall = time.perf_counter() - started
+    finally:
+        await app.close()
+    if smallest < min_candidates:
+        raise SystemExit(f"a request merged only {smallest} candidates (< {min_candidates}): not a valid run")
+    return latencies, wall, smallest
+
+
+def start_gateway(world: Path) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quasar.cli", "serve", "--world", str(world), "--port", "0", "--metrics-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        found = re.search(r"listening on ([\d.]+:\d+)", line)
+        if found:
+            return process, found.group(1)
+    raise SystemExit(f"gateway exited before listening (code {process.wait()})")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", type=Path, default=Path("var/world"))
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--min-candidates", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    manifest = build_world(args.world, progress=True)
+    rng = np.random.default_rng(args.seed)
+    members = rng.integers(1, manifest.members + 1, size=args.requests)
+
+    print(f"\nin-process floor (FeedApp.get_feed, no gRPC), {args.requests} requests, count={args.count}")
+    floor_ms, floor_wall, smallest = await in_process_run(args.world, members, args.count, args.min_candidates)
+    floor = show("in-process", floor_ms, floor_wall)
+    print(f"every request merged >= {smallest} candidates into the second pass")
+
+    process, target = start_gateway(args.world)
+    try:
+        await grpc_run(target, members[:50], 1, args.count)  # warm-up
+        print(f"\ngRPC GetFeed against a gateway process at {target}")
+        for concurrency in args.concurrency:
+            latencies, wall = await grpc_run(target, members, concurrency, args.count)
+            stats = show(f"grpc concurrency={concurrency}", latencies, wall)
+            print(f"{'':<28} p50 ratio to in-process floor: {stats['p50'] / floor['p50']:.2f}x")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

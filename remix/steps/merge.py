@@ -1,0 +1,108 @@
+"""`merge`: one deduplicated, capped candidate set from every source that answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from remix.candidates import Candidates
+from remix.context import Context
+from remix.keys import Key
+from remix.registry import StepParams, StepType
+from remix.services import Services
+from remix.steps._select import top_k
+from remix.steps.keys import MERGED, source_key
+
+MAX_SOURCES = 32  # one bit per source in Candidates.sources_mask (uint32)
+
+
+class MergeParams(StepParams):
+    """`sources`: source step names, highest priority first. `quotas`: most candidates taken from a
+    source (its best by first-pass score); sources without a quota are not limited. `max_candidates`:
+    cap on what reaches the second pass."""
+
+    sources: tuple[str, ...] = Field(min_length=1, max_length=MAX_SOURCES)
+    quotas: dict[str, int] = Field(default_factory=dict)
+    max_candidates: int = Field(default=600, gt=0)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, sources: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"duplicate source names in {list(sources)}")
+        for name in sources:
+            source_key(name)  # raises on a reserved name
+        return sources
+
+    @model_validator(mode="after")
+    def _quotas_name_sources(self) -> MergeParams:
+        unknown = sorted(set(self.quotas) - set(self.sources))
+        if unknown:
+            raise ValueError(f"quotas name sources not merged: {unknown} (sources: {list(self.sources)})")
+        bad = {name: quota for name, quota in self.quotas.items() if quota <= 0}
+        if bad:
+            raise ValueError(f"quotas must be positive: {bad}")
+        return self
+
+
+class Merge:
+    """Reads every `source_key(s)` optionally (a source that failed open left nothing); writes MERGED.
+
+    An item produced by several sources appears once: `sources_mask` has the bit of each producer (bit i
+    = `sources[i]`, `source_names` = `sources`), `source` is the producer first in `sources`, and
+    `first_pass_score` is the best of its scores. Quotas apply per source before deduplication; the cap
+    keeps the best first-pass scores. MERGED is ordered by first-pass score descending, ties by item id.
+    Every row a source wrote counts as produced by that source.
+    """
+
+    reads: frozenset[Key[Any]] = frozenset()
+    writes: frozenset[Key[Any]] = frozenset({MERGED})
+
+    def __init__(self, name: str, params: MergeParams, services: Services) -> None:
+        self.name = name
+        self._sources = params.sources
+        self._keys = tuple(source_key(source) for source in params.sources)
+        self.optional_reads: frozenset[Key[Any]] = frozenset(self._keys)
+        self._quotas = tuple(params.quotas.get(source) for source in params.sources)
+        self._max_candidates = params.max_candidates
+
+    async def __call__(self, ctx: Context) -> None:
+        parts: list[Candidates] = []
+        priorities: list[int] = []
+        for index, (key, quota) in enumerate(zip(self._keys, self._quotas, strict=True)):
+            if not ctx.has(key):
+                continue
+            part = ctx.get(key)
+            if quota is not None and len(part) > quota:
+                part = part.take(top_k(part.first_pass_score, quota))
+            parts.append(part)
+            priorities.append(index)
+        if not parts:
+            ctx.set(MERGED, Candidates.empty(self._sources))
+            return
+
+        item_id = np.concatenate([p.item_id for p in parts])
+        source = np.repeat(np.array(priorities, dtype=np.int16), [len(p) for p in parts])
+        score = np.concatenate([p.first_pass_score for p in parts])
+        # Group rows by item, highest-priority producer first within each group.
+        order = np.lexsort((source, item_id))
+        sorted_ids = item_id[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        primary = order[starts]
+        bits = np.left_shift(np.uint32(1), source[order].astype(np.uint32))
+        merged = Candidates(
+            item_id=item_id[primary],
+            item_type=np.concatenate([p.item_type for p in parts])[primary],
+            author_id=np.concatenate([p.author_id for p in parts])[primary],
+            first_pass_score=np.maximum.reduceat(score[order], starts).astype(np.float32, copy=False),
+            source=source[primary],
+            sources_mask=np.bitwise_or.reduceat(bits, starts).astype(np.uint32, copy=False),
+            source_names=self._sources,
+        )
+        # Rows are by item id here and top_k breaks ties by position: equal scores go to the lower item id.
+        ctx.set(MERGED, merged.take(top_k(merged.first_pass_score, self._max_candidates)))
+
+
+MERGE = StepType("merge", MergeParams, Merge)
