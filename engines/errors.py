@@ -20,6 +20,10 @@ class EngineUnavailable(EngineError):
     """The backend cannot be reached or is not ready (connection refused, model not loaded)."""
 
 
+class EngineOverloaded(EngineUnavailable):
+    """Too much work is already waiting for this process's inference threads; rejected at once, not queued."""
+
+
 class EngineTimeout(EngineError):
     """The backend did not answer within the call's timeout."""
 

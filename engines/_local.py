@@ -1,0 +1,92 @@
+"""What the in-process engines share: their table of loaded models and the offloaded, bounded call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from engines._offload import Offloader
+from engines.errors import EngineError, EngineTimeout, EngineUnavailable, ModelNotFound
+from engines.types import ModelMetadata, ModelRef
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[S]):
+    """One loaded model: the runtime object (session, booster) and its signature and version."""
+
+    runtime: S
+    metadata: ModelMetadata
+
+
+class ModelTable(Generic[S]):
+    """Loaded models of one engine, with the lifecycle checks every lookup needs."""
+
+    def __init__(self, engine: str) -> None:
+        self._engine = engine
+        self._models: dict[str, Loaded[S]] = {}
+        self.started = False
+        self.closed = False
+
+    def add(self, loaded: Loaded[S]) -> None:
+        self._models[loaded.metadata.name] = loaded
+
+    def get(self, model: ModelRef) -> Loaded[S]:
+        """The model `model` names; `EngineUnavailable` before start or after close, `ModelNotFound` for an
+        unknown name or a version other than the one loaded."""
+        if self.closed or not self.started:
+            state = "closed" if self.closed else "not started"
+            raise EngineUnavailable(f"engine is {state}", target=self._engine, model=str(model))
+        loaded = self._models.get(model.name)
+        if loaded is None:
+            raise ModelNotFound(
+                f"no model {model.name!r}; serving {sorted(self._models)}", target=self._engine, model=str(model)
+            )
+        if model.version is not None and model.version != loaded.metadata.version:
+            raise ModelNotFound(
+                f"model {model.name!r} has no version {model.version!r}; serving {loaded.metadata.version!r}",
+                target=self._engine,
+                model=str(model),
+            )
+        return loaded
+
+    def close(self) -> None:
+        self.closed = True
+        self._models.clear()
+
+
+async def call_offloaded(
+    offloader: Offloader,
+    fn: Callable[..., T],
+    *args: Any,
+    timeout_s: float | None,
+    target: str,
+    model: str,
+    translate: Callable[[Exception], EngineError | None] = lambda _error: None,
+) -> T:
+    """Run `fn(*args)` in `offloader` within `timeout_s`, raising only `EngineError`s.
+
+    Expiry -> `EngineTimeout` (the thread runs on, holding its offloader slot; see `Offloader`); a full
+    offloader -> `EngineOverloaded`; any other exception -> `translate(error)` when it returns one, else
+    a plain `EngineError`. Cancellation of the caller propagates unchanged.
+    """
+    try:
+        async with asyncio.timeout(timeout_s) as scope:
+            return await offloader.run(fn, *args)
+    except TimeoutError as error:
+        if scope.expired():
+            raise EngineTimeout(f"no answer within {timeout_s}s", target=target, model=model) from None
+        raise EngineError(f"inference failed: {error!r}", target=target, model=model) from error
+    except EngineUnavailable as error:  # from the offloader itself: full (EngineOverloaded) or closed
+        raise type(error)(error.args[0], target=target, model=model) from None
+    except EngineError:
+        raise
+    except Exception as error:
+        translated = translate(error)
+        if translated is not None:
+            raise translated from error
+        raise EngineError(f"inference failed: {error}", target=target, model=model) from error

@@ -1,0 +1,81 @@
+"""Checks of tensors against a model's declared signature, shared by the in-process engines.
+
+Both checks are O(number of tensors) in Python plus vectorised numpy work; they never copy a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from engines.errors import BadInput, BadOutput
+from engines.types import ModelMetadata, Tensors, TensorSpec
+
+
+def check_inputs(meta: ModelMetadata, inputs: Tensors, *, target: str, model: str) -> None:
+    """Raise `BadInput` naming the first mismatch: missing or extra names, dtype, rank, fixed dims.
+
+    dtypes must match exactly; nothing is cast silently (a float64 tensor is a caller bug).
+    """
+    expected = [spec.name for spec in meta.inputs]
+    missing = [name for name in expected if name not in inputs]
+    if missing:
+        raise BadInput(f"missing inputs {missing}; model expects {expected}", target=target, model=model)
+    extra = sorted(name for name in inputs if name not in expected)
+    if extra:
+        raise BadInput(f"unexpected inputs {extra}; model expects {expected}", target=target, model=model)
+    for spec in meta.inputs:
+        problem = _mismatch("input", spec, inputs[spec.name])
+        if problem:
+            raise BadInput(problem, target=target, model=model)
+
+
+def check_outputs(
+    meta: ModelMetadata, outputs: Mapping[str, object], *, target: str, model: str
+) -> dict[str, np.ndarray]:
+    """Return the declared outputs, or raise `BadOutput` if one is missing, mis-typed, mis-shaped or
+    holds non-finite floats (a NaN score would silently corrupt any ranking built on it)."""
+    checked: dict[str, np.ndarray] = {}
+    for spec in meta.outputs:
+        if spec.name not in outputs:
+            raise BadOutput(
+                f"output {spec.name!r} missing; backend returned {sorted(outputs)}", target=target, model=model
+            )
+        value = outputs[spec.name]
+        problem = _mismatch("output", spec, value)
+        if problem:
+            raise BadOutput(problem, target=target, model=model)
+        assert isinstance(value, np.ndarray)  # _mismatch checked it
+        if value.dtype.kind in "fc":
+            bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+            if bad:
+                raise BadOutput(
+                    f"output {spec.name!r} holds {bad} non-finite values of {value.size}", target=target, model=model
+                )
+        checked[spec.name] = value
+    return checked
+
+
+def _mismatch(kind: str, spec: TensorSpec, value: object) -> str | None:
+    if not isinstance(value, np.ndarray):
+        return f"{kind} {spec.name!r} must be a numpy array, got {type(value).__name__}"
+    if value.dtype.name != spec.dtype:
+        return f"{kind} {spec.name!r} has dtype {value.dtype.name}; model expects {spec.dtype}"
+    if value.ndim != len(spec.shape):
+        return (
+            f"{kind} {spec.name!r} has rank {value.ndim} (shape {value.shape}); "
+            f"model expects rank {len(spec.shape)} (shape {spec.shape})"
+        )
+    bad_axes = _bad_axes(value.shape, spec.shape)
+    if bad_axes:
+        axis = bad_axes[0]
+        return (
+            f"{kind} {spec.name!r} has shape {value.shape}; model expects {spec.shape} "
+            f"(dimension {axis} must be {spec.shape[axis]}, got {value.shape[axis]})"
+        )
+    return None
+
+
+def _bad_axes(actual: Sequence[int], declared: Sequence[int]) -> list[int]:
+    return [axis for axis, (got, want) in enumerate(zip(actual, declared, strict=True)) if want >= 0 and got != want]
