@@ -62,7 +62,9 @@ async def grpc_run(target: str, members: np.ndarray, concurrency: int, count: in
         return latencies, time.perf_counter() - started
 
 
-async def in_process_run(world: Path, members: np.ndarray, count: int, min_candidates: int) -> tuple[list[float], float, int]:
+async def in_process_run(
+    world: Path, members: np.ndarray, count: int, min_candidates: int
+) -> tuple[list[float], float, int]:
     app = FeedApp(GatewaySettings(world_dir=world, metrics_port=None))
     await app.start()
     try:

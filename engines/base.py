@@ -50,6 +50,4 @@ class Models(Protocol):
     could answer.
     """
 
-    async def infer(
-        self, model: str, inputs: Tensors, *, timeout_s: float | None, routing_key: int
-    ) -> ModelCall: ...
+    async def infer(self, model: str, inputs: Tensors, *, timeout_s: float | None, routing_key: int) -> ModelCall: ...

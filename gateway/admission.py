@@ -18,7 +18,7 @@ class Admission:
         self._max_in_flight = max_in_flight
         self._metrics = metrics
         self._in_flight = 0
-        self._draining = False
+        self._draining = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -28,10 +28,13 @@ class Admission:
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._draining.is_set()
 
     def start_draining(self) -> None:
-        self._draining = True
+        self._draining.set()
+
+    async def wait_draining(self) -> None:
+        await self._draining.wait()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -39,7 +42,7 @@ class Admission:
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
         """Hold a slot for the duration of a request; raises RESOURCE_EXHAUSTED or UNAVAILABLE instead."""
-        if self._draining:
+        if self._draining.is_set():
             self._metrics.in_flight_rejected.labels("draining").inc()
             raise unavailable("gateway is draining for shutdown; retry on another replica")
         if self._in_flight >= self._max_in_flight:

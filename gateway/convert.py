@@ -23,9 +23,7 @@ class RequestLimits:
     max_context_bytes: int
 
 
-def to_feed_request(
-    message: feed_pb2.GetFeedRequest, limits: RequestLimits, workflows: Collection[str]
-) -> FeedRequest:
+def to_feed_request(message: feed_pb2.GetFeedRequest, limits: RequestLimits, workflows: Collection[str]) -> FeedRequest:
     """Validate a GetFeedRequest; every problem raises INVALID_ARGUMENT naming the field and the rule."""
     if message.member_id <= 0:
         raise invalid_argument(f"member_id must be a positive integer, got {message.member_id}")
@@ -54,9 +52,7 @@ def to_feed_request(
     )
 
 
-def to_response(
-    ctx: Context, feed: Candidates, *, workflow_version: str, server_ms: float
-) -> feed_pb2.GetFeedResponse:
+def to_response(ctx: Context, feed: Candidates, *, workflow_version: str, server_ms: float) -> feed_pb2.GetFeedResponse:
     """Build the response from the final feed. Work is per returned item (≤ count), never per candidate."""
     items = []
     objectives = feed.objectives
@@ -68,7 +64,7 @@ def to_response(
         items.append(
             feed_pb2.RankedItem(
                 item_id=item_ids[row],
-                item_type=item_types[row],  # type: ignore[arg-type]  # ItemType values mirror the proto enum
+                item_type=item_types[row],  # ItemType values mirror the proto enum
                 source=feed.source_names[primary[row]],
                 sources=feed.source_list(row),
                 author_id=authors[row],

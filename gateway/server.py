@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FEED_SERVICE = feed_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name
 _OVERALL = ""  # grpc.health.v1: the empty service name is the server as a whole
+_STREAM_GRACE_S = 0.5
 
 
 class GatewayServer:
@@ -68,7 +69,7 @@ class GatewayServer:
         await server.start()
         self._server = server
         if self.settings.metrics_port is not None:
-            self._metrics_http, thread = start_http_server(
+            self._metrics_http, _thread = start_http_server(
                 self.settings.metrics_port, addr=self.settings.host, registry=self.app.metrics.registry
             )
             self.metrics_port = self._metrics_http.server_port
@@ -78,16 +79,31 @@ class GatewayServer:
         await self.health.set(FEED_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway serving",
-            extra={"grpc_port": self.port, "metrics_port": self.metrics_port, "workflows": sorted(self.app.workflow_names)},
+            extra={
+                "grpc_port": self.port,
+                "metrics_port": self.metrics_port,
+                "workflows": sorted(self.app.workflow_names),
+            },
         )
 
     async def drain_and_stop(self) -> None:
+        """NOT_SERVING, then UNAVAILABLE for new calls while in-flight ones finish, then stop.
+
+        New calls are refused by admission control (a retryable UNAVAILABLE with a message) rather than
+        by grpc's own stop, which would answer CANCELLED; the server stops once nothing is in flight or
+        `drain_grace_s` has passed, whichever comes first.
+        """
         log.info("draining", extra={"in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
         self.admission.start_draining()
+        try:
+            async with asyncio.timeout(self.settings.drain_grace_s):
+                await self.admission.wait_idle()
+        except TimeoutError:
+            log.warning("drain grace expired", extra={"in_flight": self.admission.in_flight})
         if self._server is not None:
-            # stop(grace) rejects new RPCs at once and lets in-flight ones finish within the grace period.
-            await self._server.stop(self.settings.drain_grace_s)
+            # Only streams such as health Watch can still be open here; give them a moment to see NOT_SERVING.
+            await self._server.stop(_STREAM_GRACE_S)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         await self.app.close()

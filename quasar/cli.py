@@ -63,9 +63,7 @@ def feed(
         if not sep:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--context")
         context[key] = value
-    request = feed_pb2.GetFeedRequest(
-        member_id=member_id, count=count, workflow=workflow, context=context, debug=debug
-    )
+    request = feed_pb2.GetFeedRequest(member_id=member_id, count=count, workflow=workflow, context=context, debug=debug)
     console = Console()
     with grpc.insecure_channel(target) as channel:
         stub = feed_pb2_grpc.FeedServiceStub(channel)
@@ -153,7 +151,9 @@ def world() -> None:
 
 
 @world.command("build")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_WORLD, show_default=True)
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_WORLD, show_default=True
+)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--members", type=int, default=10_000, show_default=True)
 @click.option("--items", type=int, default=100_000, show_default=True)
@@ -166,7 +166,9 @@ def world_build(out_dir: Path, seed: int, members: int, items: int, force: bool)
 
 
 @main.command()
-@click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_WORLD, show_default=True)
+@click.option(
+    "--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_WORLD, show_default=True
+)
 @click.option("--port", type=int, default=50051, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 def demo(world_dir: Path, port: int, seed: int) -> None:

@@ -34,7 +34,8 @@ async def test_default_feed_has_50_items_from_three_sources(gateway: RunningGate
     assert np.all(np.diff(scores) <= 1e-6), "items must be ordered by final score"
     assert len({item.item_id for item in response.items}) == 50, "no duplicate items"
     assert not response.degraded, response.degraded_reasons
-    assert response.workflow == "feed" and response.workflow_version
+    assert response.workflow == "feed"
+    assert response.workflow_version
     objectives = [s.objective for s in response.items[0].objective_scores]
     assert objectives == ["click", "comment", "share", "long_dwell"]
     assert {m.model for m in response.model_versions} >= {"feed_ranker"}
@@ -94,7 +95,8 @@ async def test_optional_source_timeout_gives_degraded_answer(gateway: RunningGat
     assert any("stalled_source" in reason for reason in response.degraded_reasons)
     assert len(response.items) == 50, "the other sources still fill the feed"
     stalled = [entry for entry in response.trace if entry.name == "stalled_source"]
-    assert stalled and stalled[0].outcome == "timed_out"
+    assert stalled
+    assert stalled[0].outcome == "timed_out"
 
 
 async def test_deadline_that_cannot_be_met(gateway: RunningGateway) -> None:
@@ -139,8 +141,7 @@ async def test_admission_limit_and_draining(small_world, test_workflows) -> None
         assert "limit of 1 requests in flight" in details
 
         draining = asyncio.create_task(gw.server.drain_and_stop())
-        while not gw.server.admission.draining:
-            await asyncio.sleep(0)  # let the drain task run up to its first wait; no timing assumption
+        await gw.server.admission.wait_draining()
         reply = await gw.server.health.Check(health_pb2.HealthCheckRequest(service=""), None)
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         await expect_status(gw, grpc.StatusCode.UNAVAILABLE, member_id=42)
