@@ -87,7 +87,7 @@ async def in_process_run(
 
 def start_gateway(world: Path) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "quasar.cli", "serve", "--world", str(world), "--port", "0", "--metrics-port", "0"],
+        [sys.executable, "-m", "gateway", "--world", str(world), "--port", "0", "--metrics-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

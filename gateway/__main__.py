@@ -1,6 +1,8 @@
-"""`python -m gateway` is `quasar serve`."""
+"""`python -m gateway [OPTIONS]` is `quasar serve [OPTIONS]`."""
+
+import sys
 
 from quasar.cli import main
 
 if __name__ == "__main__":
-    main(["serve"], prog_name="python -m gateway")
+    main(["serve", *sys.argv[1:]], prog_name="python -m gateway")

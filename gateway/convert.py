@@ -84,8 +84,10 @@ def to_response(ctx: Context, feed: Candidates, *, workflow_version: str, server
         degraded_reasons=[failure.reason for failure in ctx.failures],
         workflow=ctx.request.workflow,
         workflow_version=workflow_version,
+        # One entry per distinct model use: several sources may call the same first-pass model.
         model_versions=[
-            feed_pb2.ModelVersion(model=use.model, target=use.target, version=use.version) for use in ctx.models
+            feed_pb2.ModelVersion(model=use.model, target=use.target, version=use.version)
+            for use in dict.fromkeys(ctx.models)
         ],
         server_ms=server_ms,
     )

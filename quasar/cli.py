@@ -64,7 +64,8 @@ def feed(
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--context")
         context[key] = value
     request = feed_pb2.GetFeedRequest(member_id=member_id, count=count, workflow=workflow, context=context, debug=debug)
-    console = Console()
+    # Not a terminal (piped, CI, `make demo` logs): rich would assume 80 columns and squeeze the table.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     with grpc.insecure_channel(target) as channel:
         stub = feed_pb2_grpc.FeedServiceStub(channel)
         started = time.perf_counter()

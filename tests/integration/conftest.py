@@ -84,6 +84,13 @@ def write_test_workflows(directory: Path) -> Path:
     stalled["timeout_s"] = 30.0
     stalled["steps"].insert(0, {"type": "test.stall", "name": "hold", "gate": "hold"})
     (directory / "feed_stalled.yaml").write_text(yaml.safe_dump(stalled))
+
+    # the same, but the workflow's own budget (not the caller's deadline) runs out first
+    short = yaml.safe_load(yaml.safe_dump(stalled))
+    short["workflow"] = "feed_stalled_short_budget"
+    short["timeout_s"] = 0.1
+    short["steps"][0]["gate"] = "never"
+    (directory / "feed_stalled_short_budget.yaml").write_text(yaml.safe_dump(short))
     return directory
 
 

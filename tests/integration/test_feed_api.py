@@ -107,6 +107,13 @@ async def test_deadline_that_cannot_be_met(gateway: RunningGateway) -> None:
     assert len((await get_feed(gateway, member_id=42)).items) == 50, "the gateway is fine afterwards"
 
 
+async def test_required_step_out_of_budget_is_deadline_exceeded(gateway: RunningGateway) -> None:
+    details = await expect_status(
+        gateway, grpc.StatusCode.DEADLINE_EXCEEDED, timeout_s=10, member_id=42, workflow="feed_stalled_short_budget"
+    )
+    assert details.startswith("deadline cannot be met: hold"), details
+
+
 async def test_health_and_reflection(gateway: RunningGateway) -> None:
     health = health_pb2_grpc.HealthStub(gateway.channel)
     for service in ("", "quasar.v1.FeedService"):
