@@ -7,6 +7,10 @@ VENV="${VENV:-.venv}"
 
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
+dpkg -s libb64-0d >/dev/null 2>&1 || apt_packages+=(libb64-0d)  # perf_analyzer links it
+# perf_analyzer (bench extra) links libb64; the Triton test server's venv is made from Debian's Python 3.11.
+dpkg -s libb64-0d >/dev/null 2>&1 || apt_packages+=(libb64-0d)
+dpkg -s python3.11-venv >/dev/null 2>&1 || apt_packages+=(python3.11-venv)
 if ((${#apt_packages[@]})); then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing Debian packages: ${apt_packages[*]}"
@@ -17,4 +21,21 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[all,dev]"
+
+# perf_analyzer: the last tritonclient wheel that bundles the binary is 2.55.0; it cannot share the venv
+# with the tritonclient Quasar uses, so it goes to a prefix of its own and the binary is linked into the venv.
+perf_prefix="$VENV/perf-analyzer"
+if [ ! -x "$perf_prefix/bin/perf_analyzer" ]; then
+  "$VENV/bin/python" -m pip install -q --no-deps --target "$perf_prefix" "tritonclient==2.55.0"
+fi
+ln -sf "$(cd "$perf_prefix/bin" && pwd)/perf_analyzer" "$VENV/bin/perf_analyzer"
+
+# The Triton test server (tests/peers/triton_server.py) runs from its own venv: PyTriton's Python-backend
+# stub needs a Python whose standard library matches it, which Debian's /usr/bin/python3.11 has and
+# pyenv's does not. Nothing of Quasar is installed there.
+TRITON_VENV="${TRITON_VENV:-.venv-triton}"
+[ -x "$TRITON_VENV/bin/python" ] || /usr/bin/python3.11 -m venv "$TRITON_VENV"
+"$TRITON_VENV/bin/python" -m pip install -q --upgrade pip
+"$TRITON_VENV/bin/python" -m pip install -q "nvidia-pytriton>=0.7,<0.8" "numpy>=1.26,<3" "onnxruntime>=1.18,<2"
+echo "triton test venv: $TRITON_VENV ($("$TRITON_VENV/bin/python" --version))"
 echo "setup done: $VENV ($("$VENV/bin/python" --version))"
