@@ -22,13 +22,21 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[all,dev]"
 
-# perf_analyzer: the last tritonclient wheel that bundles the binary is 2.55.0; it cannot share the venv
-# with the tritonclient Quasar uses, so it goes to a prefix of its own and the binary is linked into the venv.
+# perf_analyzer: the registry's perf-analyzer package is an empty stub, and the newest tritonclient wheel
+# whose bundled binary runs on Debian 12's glibc 2.36 is 2.50.0. It cannot share the venv with the
+# tritonclient Quasar uses, so it goes to a prefix of its own; a wrapper in the venv puts the CUDA runtime
+# library (from the nvidia-cuda-runtime-cu12 wheel, needed even on CPU) on its library path.
 perf_prefix="$VENV/perf-analyzer"
 if [ ! -x "$perf_prefix/bin/perf_analyzer" ]; then
-  "$VENV/bin/python" -m pip install -q --no-deps --target "$perf_prefix" "tritonclient==2.55.0"
+  "$VENV/bin/python" -m pip install -q --no-deps --target "$perf_prefix" "tritonclient==2.50.0"
 fi
-ln -sf "$(cd "$perf_prefix/bin" && pwd)/perf_analyzer" "$VENV/bin/perf_analyzer"
+cudart_dir="$("$VENV/bin/python" -c 'import nvidia.cuda_runtime as m; print(list(m.__path__)[0] + "/lib")')"
+rm -f "$VENV/bin/perf_analyzer"
+cat >"$VENV/bin/perf_analyzer" <<WRAPPER
+#!/usr/bin/env bash
+LD_LIBRARY_PATH="$cudart_dir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$(cd "$perf_prefix/bin" && pwd)/perf_analyzer" "\$@"
+WRAPPER
+chmod +x "$VENV/bin/perf_analyzer"
 
 # The Triton test server (tests/peers/triton_server.py) runs from its own venv: PyTriton's Python-backend
 # stub needs a Python whose standard library matches it, which Debian's /usr/bin/python3.11 has and
