@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
+from gateway.logs import configure_logging
 from gateway.server import serve_until_signalled
 from gateway.settings import GatewaySettings
+from gateway.tracing import configure_tracing
 
 
 def run_gateway(settings: GatewaySettings) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and exit."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
+    configure_tracing(settings.tracing)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -19,6 +19,7 @@ from gateway.convert import RequestLimits
 from gateway.interceptors import MetricsInterceptor
 from gateway.servicer import FeedServicer
 from gateway.settings import GatewaySettings
+from gateway.tracing import server_interceptors
 from quasar.v1 import feed_pb2, feed_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class GatewayServer:
     new calls, waits up to `drain_grace_s` for in-flight calls, then stops.
     """
 
-    def __init__(self, settings: GatewaySettings, app: FeedApp | None = None) -> None:
+    def __init__(self, settings: GatewaySettings, app: FeedApp | None = None, *, tracing: bool | None = None) -> None:
+        """`tracing`: continue callers' traces with server spans; default: when an exporter is configured."""
         self.settings = settings
+        self._tracing = settings.tracing.exporter != "none" if tracing is None else tracing
         self.app = app or FeedApp(settings)
         self.health = HealthServicer()
         self.admission = Admission(settings.max_in_flight, self.app.metrics)
@@ -50,14 +53,17 @@ class GatewayServer:
         await self.health.set(_OVERALL, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(FEED_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.app.start()
-        server = grpc.aio.server(interceptors=[MetricsInterceptor(self.app.metrics)])
+        server = grpc.aio.server(
+            interceptors=[*server_interceptors(self._tracing), MetricsInterceptor(self.app.metrics)]
+        )
         limits = RequestLimits(
             default_count=self.settings.default_count,
             max_count=self.settings.max_count,
             max_context_entries=self.settings.max_context_entries,
             max_context_bytes=self.settings.max_context_bytes,
         )
-        feed_pb2_grpc.add_FeedServiceServicer_to_server(FeedServicer(self.app, limits, self.admission), server)
+        feed_servicer = FeedServicer(self.app, limits, self.admission, access_log=self.settings.access_log)
+        feed_pb2_grpc.add_FeedServiceServicer_to_server(feed_servicer, server)
         add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (FEED_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -11,18 +11,21 @@ import grpc
 from gateway.admission import Admission
 from gateway.app import FeedApp
 from gateway.convert import RequestLimits, to_feed_request, to_response
+from gateway.logs import ACCESS_LOGGER
 from gateway.status import RequestRejected, to_status
+from gateway.tracing import current_trace_id
 from quasar.v1 import feed_pb2, feed_pb2_grpc
 
-log = logging.getLogger("quasar.requests")
+log = logging.getLogger(ACCESS_LOGGER)
 
 # Time kept back from the caller's deadline to serialise and send the answer before it expires.
 _RESPONSE_MARGIN_S = 0.002
 
 
 class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
-    def __init__(self, app: FeedApp, limits: RequestLimits, admission: Admission) -> None:
+    def __init__(self, app: FeedApp, limits: RequestLimits, admission: Admission, *, access_log: bool = True) -> None:
         self._app = app
+        self._access_log = access_log
         self._limits = limits
         self._admission = admission
 
@@ -57,15 +60,18 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             raise AssertionError("unreachable: abort raises") from error
         finally:
             self._app.metrics.workflow_requests.labels(workflow, outcome).inc()
-            log.debug(
-                "GetFeed",
-                extra={
-                    "request_id": request_id,
-                    "workflow": workflow,
-                    "outcome": outcome,
-                    "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
-                },
-            )
+            if self._access_log:
+                log.info(
+                    "GetFeed",
+                    extra={
+                        "request_id": request_id,
+                        "member_id": request.member_id,
+                        "workflow": workflow,
+                        "outcome": outcome,
+                        "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
+                        "trace_id": current_trace_id(),
+                    },
+                )
 
 
 def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from engines.config import EnginesConfig
+from gateway.tracing import TracingSettings
 
 
 class GatewaySettings(BaseSettings):
@@ -33,6 +34,9 @@ class GatewaySettings(BaseSettings):
     offload_workers: int = Field(2, ge=1, description="threads for CPU-bound inference")
     offload_max_pending: int = Field(256, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = Field(True, description="one log line per request: id, workflow, outcome, latency")
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _counts_consistent(self) -> GatewaySettings:

@@ -125,9 +125,9 @@ class RunningGateway:
         return f"127.0.0.1:{self.server.port}"
 
 
-async def start_gateway(settings: GatewaySettings, gates: Gates) -> RunningGateway:
+async def start_gateway(settings: GatewaySettings, gates: Gates, *, tracing: bool = False) -> RunningGateway:
     app = FeedApp(settings, extra_step_types=[stall_step_type(gates)])
-    server = GatewayServer(settings, app)
+    server = GatewayServer(settings, app, tracing=tracing)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     return RunningGateway(server, channel, feed_pb2_grpc.FeedServiceStub(channel), gates)
