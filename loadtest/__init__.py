@@ -1,0 +1,1 @@
+"""Locust load tests for the gateway; `traffic` is the request mix, `locustfile` drives it."""
