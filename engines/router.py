@@ -1,20 +1,27 @@
-"""Federation: logical model names -> weighted, sticky targets on engines, with a fallback chain."""
+"""Federation: logical model names -> weighted, sticky targets on engines, with shadow targets, a
+fallback chain, per-target timeouts, circuit breakers and metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import hashlib
 import itertools
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from prometheus_client import Counter, Histogram
 
 from engines.base import Engine, Models
-from engines.config import RouteConfig, TargetConfig, undefined_engines
-from engines.errors import EngineError, EngineTimeout, ModelNotFound
+from engines.breaker import Breaker, BreakerState, CircuitOpen, StateListener
+from engines.config import BreakerConfig, RouteConfig, TargetConfig, undefined_engines
+from engines.errors import BadInput, EngineError, EngineTimeout, ModelNotFound
+from engines.route_metrics import RouteMetrics, error_outcome
+from engines.shadow import ShadowCalls
 from engines.types import ModelMetadata, ModelRef, Tensors
 
 
@@ -31,12 +38,41 @@ class RoutedCall:
 
 @dataclass(eq=False)
 class _Target:
-    """One target of a route, bound to its engine. Per-target state (circuit breaker, stats) goes here."""
+    """One target of one route, bound to its engine, its breaker (shared by every route naming the same
+    target label) and its metric series."""
 
     config: TargetConfig
     engine: Engine
     ref: ModelRef
+    breaker: Breaker | None
+    ok: Counter  # quasar_engine_requests_total{model, target, "ok"}
+    seconds: Histogram  # quasar_engine_request_seconds{model, target}
     metadata: ModelMetadata | None = None  # resolved by Router.start / swap_routes
+
+    async def call(self, inputs: Tensors, *, timeout_s: float | None) -> dict[str, np.ndarray]:
+        """One call through the breaker: `CircuitOpen` without calling when it refuses. `BadInput` is
+        the caller's fault and no verdict on the target; cancellation is none either."""
+        permit = None
+        if self.breaker is not None:
+            permit = self.breaker.acquire()
+            if permit is None:
+                raise CircuitOpen("circuit breaker open: not called", target=self.label, model=str(self.ref))
+        try:
+            outputs = await self.engine.infer(self.ref, inputs, timeout_s=timeout_s)
+        except EngineError as error:
+            if self.breaker is not None and permit is not None:
+                if isinstance(error, BadInput):
+                    self.breaker.release(permit)
+                else:
+                    self.breaker.record(permit, ok=False)
+            raise
+        except BaseException:
+            if self.breaker is not None and permit is not None:
+                self.breaker.release(permit)
+            raise
+        if self.breaker is not None and permit is not None:
+            self.breaker.record(permit, ok=True)
+        return outputs
 
     @property
     def label(self) -> str:
@@ -54,13 +90,15 @@ class _Route:
     name: str
     targets: tuple[_Target, ...]
     fallback: tuple[_Target, ...]
+    shadow: tuple[_Target, ...]
+    max_shadow_in_flight: int
     cumulative: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cumulative", tuple(itertools.accumulate(t.config.weight for t in self.targets)))
 
     def all_targets(self) -> tuple[_Target, ...]:
-        return self.targets + self.fallback
+        return self.targets + self.fallback + self.shadow
 
 
 def routing_point(route: str, routing_key: int) -> float:
@@ -85,20 +123,55 @@ class Router:
     """Implements `engines.base.Models` over named engines.
 
     A call goes to the primary target `_choose` picks for its routing key, then to the route's fallback
-    targets in order (skipping one that already failed), each with
+    targets in order (skipping one equal to the primary), each with
     `min(target.timeout_s, remaining of timeout_s)`, until one answers. Any `EngineError` moves on to
-    the next target; cancellation does not. When every target failed, or no time is left for the next,
-    the last error's type is raised with every attempt in its message.
+    the next target except `BadInput` (the caller's inputs; every target of a route takes the same
+    ones), which is raised at once; cancellation never does. A target whose circuit breaker is open is
+    skipped without being called (`CircuitOpen`). When every target failed, or no time is left for the
+    next, the last error's type is raised with every attempt in its message.
 
-    Routes are replaced atomically (`swap_routes`); a call in progress finishes on the routes it began
-    with. The router owns the engines' lifecycle (`start`, `close`).
+    Each of the route's shadow targets is called too, in the background (`ShadowCalls`): with
+    `min(its timeout_s, timeout_s)`, through its breaker, at most `max_shadow_in_flight` at once per
+    route, its answer discarded.
+
+    Breakers are keyed by target label and survive route swaps while their config stays the same.
+    `clock` (seconds, monotonic) drives breakers and call timings; `metrics` defaults to a private
+    registry. Routes are replaced atomically (`swap_routes`); a call in progress finishes on the routes
+    it began with. The router owns the engines' lifecycle (`start`, `close`).
     """
 
-    def __init__(self, routes: Mapping[str, RouteConfig], engines: Mapping[str, Engine]) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, RouteConfig],
+        engines: Mapping[str, Engine],
+        *,
+        metrics: RouteMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engines = dict(engines)
-        self._routes = self._build(routes)
+        self._metrics = metrics if metrics is not None else RouteMetrics()
+        self._clock = clock
+        self._shadow = ShadowCalls(self._metrics)
+        self._breakers: dict[str, Breaker] = {}
+        self._published: set[str] = set()  # target labels with a breaker gauge series
+        self._routes, self._breakers = self._build(routes)
         self._route_configs = dict(routes)
+        self._publish_breakers()
         self._started = False
+
+    @property
+    def engine_names(self) -> frozenset[str]:
+        """Names of the engines routes may name."""
+        return frozenset(self._engines)
+
+    def breaker_state(self, target_label: str) -> BreakerState | None:
+        """State of the breaker of a target label in force (None: no such target, or no breaker)."""
+        breaker = self._breakers.get(target_label)
+        return None if breaker is None else breaker.state
+
+    async def join_shadow(self) -> None:
+        """Wait for the shadow calls running now to finish."""
+        await self._shadow.join()
 
     @property
     def routes(self) -> dict[str, RouteConfig]:
@@ -124,8 +197,9 @@ class Router:
         return True
 
     async def close(self) -> None:
-        """Close every engine, even when one fails to; then raise the first failure."""
+        """Cancel shadow calls, close every engine even when one fails to; then raise the first failure."""
         self._started = False
+        await self._shadow.close()
         results = await asyncio.gather(*(engine.close() for engine in self._engines.values()), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -138,34 +212,66 @@ class Router:
             return target.metadata
         return await target.engine.metadata(target.ref)
 
+    def versions(self, model: str) -> list[str]:
+        """Distinct versions a call to `model` may be answered by (targets and fallbacks), sorted."""
+        route = self._route(model)
+        return sorted({target.version for target in (*route.targets, *route.fallback)})
+
+    async def check_routes(self, routes: Mapping[str, RouteConfig]) -> None:
+        """Raise what `swap_routes(routes)` would raise, without swapping (a dry run)."""
+        table, _breakers = self._build(routes)
+        if self._started:
+            await self._resolve(table)
+
     async def swap_routes(self, routes: Mapping[str, RouteConfig]) -> None:
         """Replace every route at once. New targets are resolved first (once started), so a bad route
-        raises here and the old routes stay in force. Raises ValueError for an unknown engine."""
-        new_routes = self._build(routes)
+        raises here and the old routes stay in force. Raises ValueError for an unknown engine or for
+        routes giving one target label two breaker configs; `EngineError` for a target that cannot be
+        resolved (its engine does not serve the model, or is down)."""
+        new_routes, new_breakers = self._build(routes)
         if self._started:
             await self._resolve(new_routes)
         # One assignment each: a call reads self._routes once, so it sees the old or the new table.
         self._routes = new_routes
+        self._breakers = new_breakers
         self._route_configs = dict(routes)
+        self._publish_breakers()
 
     async def infer(self, model: str, inputs: Tensors, *, timeout_s: float | None, routing_key: int) -> RoutedCall:
         route = self._route(model)
         primary = _choose(route, routing_key)
+        for shadow in route.shadow:
+            call = functools.partial(shadow.call, inputs, timeout_s=_min_timeout(shadow.config.timeout_s, timeout_s))
+            self._shadow.submit(model, shadow.label, route.max_shadow_in_flight, call)
         chain = [primary, *(target for target in route.fallback if target.label != primary.label)]
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         failures: list[tuple[_Target, EngineError]] = []
         for position, target in enumerate(chain):
+            if position:
+                self._metrics.fallbacks.labels(model, chain[position - 1].label).inc()
             remaining_s = None if deadline is None else deadline - loop.time()
             if remaining_s is not None and remaining_s <= 0:
                 raise self._exhausted(model, failures, chain[position:], timeout_s)
+            started = self._clock()
             try:
-                outputs = await target.engine.infer(
-                    target.ref, inputs, timeout_s=_min_timeout(target.config.timeout_s, remaining_s)
-                )
-            except EngineError as error:
+                outputs = await target.call(inputs, timeout_s=_min_timeout(target.config.timeout_s, remaining_s))
+            except CircuitOpen as error:
+                self._metrics.requests.labels(model, target.label, "breaker_open").inc()
                 failures.append((target, error))
                 continue
+            except EngineError as error:
+                target.seconds.observe(self._clock() - started)
+                self._metrics.requests.labels(model, target.label, error_outcome(error)).inc()
+                if isinstance(error, BadInput):
+                    raise
+                failures.append((target, error))
+                continue
+            except asyncio.CancelledError:
+                self._metrics.requests.labels(model, target.label, "cancelled").inc()
+                raise
+            target.seconds.observe(self._clock() - started)
+            target.ok.inc()
             return RoutedCall(
                 outputs=outputs,
                 target=target.label,
@@ -180,21 +286,67 @@ class Router:
             raise ModelNotFound(f"no route for logical model {model!r}; routes: {sorted(self._routes)}", model=model)
         return route
 
-    def _build(self, routes: Mapping[str, RouteConfig]) -> dict[str, _Route]:
+    def _build(self, routes: Mapping[str, RouteConfig]) -> tuple[dict[str, _Route], dict[str, Breaker]]:
+        """The route table and the breakers it uses, reusing a breaker in force whose config is unchanged.
+        Pure: nothing is in force until the caller assigns both."""
         problems = undefined_engines(routes, self._engines)
         if problems:
             raise ValueError("; ".join(problems))
-        return {
+        configs: dict[str, BreakerConfig | None] = {}
+        for name, route in routes.items():
+            for config in (*route.targets, *route.fallback, *route.shadow):
+                if configs.setdefault(config.label, config.breaker) != config.breaker:
+                    raise ValueError(
+                        f"route {name!r} gives target {config.label} a breaker config other routes do not: "
+                        "routes naming the same target share its breaker and must agree on it"
+                    )
+        breakers: dict[str, Breaker] = {}
+        for label, breaker_config in configs.items():
+            if breaker_config is None:
+                continue
+            current = self._breakers.get(label)
+            if current is not None and current.config == breaker_config:
+                breakers[label] = current
+            else:
+                breakers[label] = Breaker(breaker_config, self._clock, on_change=self._breaker_listener(label))
+        table = {
             name: _Route(
                 name=name,
-                targets=tuple(self._target(t) for t in route.targets),
-                fallback=tuple(self._target(t) for t in route.fallback),
+                targets=tuple(self._target(name, t, breakers) for t in route.targets),
+                fallback=tuple(self._target(name, t, breakers) for t in route.fallback),
+                shadow=tuple(self._target(name, t, breakers) for t in route.shadow),
+                max_shadow_in_flight=route.max_shadow_in_flight,
             )
             for name, route in routes.items()
         }
+        return table, breakers
 
-    def _target(self, config: TargetConfig) -> _Target:
-        return _Target(config=config, engine=self._engines[config.engine], ref=ModelRef(config.model, config.version))
+    def _target(self, route: str, config: TargetConfig, breakers: Mapping[str, Breaker]) -> _Target:
+        return _Target(
+            config=config,
+            engine=self._engines[config.engine],
+            ref=ModelRef(config.model, config.version),
+            breaker=breakers.get(config.label),
+            ok=self._metrics.requests.labels(route, config.label, "ok"),
+            seconds=self._metrics.request_seconds.labels(route, config.label),
+        )
+
+    def _breaker_listener(self, label: str) -> StateListener:
+        def publish(breaker: Breaker, state: BreakerState) -> None:
+            # A replaced breaker may still hear from calls it let through: only the one in force reports.
+            if self._breakers.get(label) is breaker:
+                self._metrics.breaker_state.labels(label).set(state)
+
+        return publish
+
+    def _publish_breakers(self) -> None:
+        """Point the breaker gauge at the breakers in force; drop series of targets no longer routed."""
+        gauge = self._metrics.breaker_state
+        for label in self._published - self._breakers.keys():
+            gauge.remove(label)
+        for label, breaker in self._breakers.items():
+            gauge.labels(label).set(breaker.state)
+        self._published = set(self._breakers)
 
     async def _resolve(self, routes: Mapping[str, _Route]) -> None:
         for route in routes.values():

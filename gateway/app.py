@@ -16,9 +16,10 @@ from typing import Any
 
 from engines import Offloader, Router, build_engines
 from engines.config import EnginesConfig, OnnxEngineConfig, RouteConfig, TargetConfig, XGBoostEngineConfig
+from engines.route_metrics import RouteMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
-from kvstore.embedded import EmbeddedStore
+from kvstore.config import EmbeddedStoreConfig, build_store
 from remix import Context, Corpus, Services, StepRegistry, StepType, Workflow, load_workflows, run_workflow
 from remix.candidates import Candidates
 from remix.request import FeedRequest
@@ -39,11 +40,15 @@ def default_engines_config(world_dir: Path) -> EnginesConfig:
     models = world_dir / "models"
     return EnginesConfig(
         engines={
-            "local_onnx": OnnxEngineConfig(kind="onnx", models={"feed_ranker": models / "ranker.onnx"}),
+            "local_onnx": OnnxEngineConfig(
+                kind="onnx",
+                models={"feed_ranker": models / "ranker.onnx", "feed_ranker_whole": models / "ranker_whole.onnx"},
+            ),
             "local_xgboost": XGBoostEngineConfig(kind="xgboost", models={"first_pass": models / "first_pass.ubj"}),
         },
         routes={
             "feed_ranker": RouteConfig(targets=[TargetConfig(engine="local_onnx", model="feed_ranker")]),
+            "feed_ranker_whole": RouteConfig(targets=[TargetConfig(engine="local_onnx", model="feed_ranker_whole")]),
             "first_pass": RouteConfig(targets=[TargetConfig(engine="local_xgboost", model="first_pass")]),
         },
     )
@@ -67,8 +72,15 @@ class FeedApp:
         self.metrics = metrics or GatewayMetrics()
         self._offloader = Offloader(max_workers=settings.offload_workers, max_pending=settings.offload_max_pending)
         engines_config = settings.engines or default_engines_config(settings.world_dir)
-        self._router = Router(engines_config.routes, build_engines(engines_config, self._offloader))
-        self._store = EmbeddedStore(settings.world_dir / "store")
+        self._router = Router(
+            engines_config.routes,
+            build_engines(engines_config, self._offloader),
+            metrics=RouteMetrics(self.metrics.registry),
+        )
+        store_config = settings.store or EmbeddedStoreConfig(root=settings.world_dir / "store")
+        self._store = build_store(
+            store_config, registry=self.metrics.registry, manifest=settings.world_dir / "world.json"
+        )
         self._workflows: dict[str, Workflow] = {}
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 from typing import Any
 
@@ -13,18 +14,21 @@ from grpc_health.v1.health_pb2_grpc import add_HealthServicer_to_server
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from gateway.admin_servicer import AdminServicer
 from gateway.admission import Admission
 from gateway.app import FeedApp
 from gateway.convert import RequestLimits
+from gateway.inference_servicer import InferenceServicer, add_inference_service
 from gateway.interceptors import MetricsInterceptor
 from gateway.servicer import FeedServicer
 from gateway.settings import GatewaySettings
 from gateway.tracing import server_interceptors
-from quasar.v1 import feed_pb2, feed_pb2_grpc
+from quasar.v1 import admin_pb2, admin_pb2_grpc, feed_pb2, feed_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 FEED_SERVICE = feed_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 _OVERALL = ""  # grpc.health.v1: the empty service name is the server as a whole
 _STREAM_GRACE_S = 0.5
 
@@ -65,10 +69,19 @@ class GatewayServer:
         feed_servicer = FeedServicer(self.app, limits, self.admission, access_log=self.settings.access_log)
         feed_pb2_grpc.add_FeedServiceServicer_to_server(feed_servicer, server)
         add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (FEED_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
+        services = [FEED_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        inference = InferenceServicer(
+            self.app.router,
+            self.admission,
+            default_timeout_s=self.settings.default_timeout_s,
+            server_version=_package_version(),
         )
+        services.append(add_inference_service(inference, server))
+        admin_token = self.settings.admin_token.get_secret_value() if self.settings.admin_token else ""
+        if admin_token:  # no token, no admin service: an unauthenticated admin API is never served
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.app.router, admin_token), server)
+            services.append(ADMIN_SERVICE)
+        reflection.enable_server_reflection(services, server)
         self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
@@ -129,3 +142,10 @@ async def serve_until_signalled(settings: GatewaySettings, stop: asyncio.Event) 
         await stop.wait()
     finally:
         await gateway.drain_and_stop()
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("quasar-serving")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

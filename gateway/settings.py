@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from engines.config import EnginesConfig
 from gateway.tracing import TracingSettings
+from kvstore.config import StoreConfig
 
 
 class GatewaySettings(BaseSettings):
@@ -23,6 +24,7 @@ class GatewaySettings(BaseSettings):
     world_dir: Path = Path("var/world")
     workflows_dir: Path | None = Field(None, description="directory of workflow YAML files; default: the built-ins")
     engines: EnginesConfig | None = Field(None, description="engines and routes; default: in-process, from the world")
+    store: StoreConfig | None = Field(None, description="embedding store; default: embedded, at <world_dir>/store")
     use_uvloop: bool = True
     default_count: int = Field(50, ge=1)
     max_count: int = Field(500, ge=1)
@@ -34,6 +36,9 @@ class GatewaySettings(BaseSettings):
     offload_workers: int = Field(2, ge=1, description="threads for CPU-bound inference")
     offload_max_pending: int = Field(256, ge=1)
     log_level: str = "INFO"
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the AdminService; unset: the admin service is not served at all"
+    )
     log_format: Literal["json", "text"] = "json"
     access_log: bool = Field(True, description="one log line per request: id, workflow, outcome, latency")
     tracing: TracingSettings = TracingSettings()

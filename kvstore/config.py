@@ -1,7 +1,9 @@
 """Typed store configuration, discriminated by `kind`, validated at startup.
 
-Adding a store kind ("redis") is one class with its `build` plus one member in `StoreConfig`; backend
-modules are imported inside `build`, so a config never drags in a client it does not use.
+Adding a store kind is one class with its `build` plus one member in `StoreConfig`; backend modules are
+imported inside `build`, so a config never drags in a client it does not use. Every kind also takes a
+`cache` (hot tables kept in process) and a `version_policy` (table versions pinned by the model);
+`build_store` composes them around the store.
 """
 
 from __future__ import annotations
@@ -9,16 +11,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+
+from kvstore.pinning import VersionPolicy
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from kvstore.admin import TableAdmin
     from kvstore.base import EmbeddingStore
 
 
-class EmbeddedStoreConfig(BaseModel):
-    """Tables in local files under `root` (see `kvstore.embedded`)."""
+class CacheConfig(BaseModel):
+    """An in-process LRU with TTL for hot tables (`kvstore.cache.CachedStore`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tables: tuple[str, ...] = ("member", "member_features")
+    max_entries: PositiveInt = Field(100_000, description="rows kept per table")
+    ttl_s: PositiveFloat = 300.0
+
+
+class _StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache: CacheConfig | None = Field(None, description="hot tables kept in process; null: no cache")
+    version_policy: VersionPolicy = VersionPolicy()
+
+
+class EmbeddedStoreConfig(_StoreConfig):
+    """Tables in local files under `root` (see `kvstore.embedded`)."""
 
     kind: Literal["embedded"] = "embedded"
     root: Path
@@ -31,5 +53,77 @@ class EmbeddedStoreConfig(BaseModel):
         return EmbeddedStore(self.root, name, max_versions_per_table=self.max_versions_per_table)
 
 
-# A later "redis" kind joins as `EmbeddedStoreConfig | RedisStoreConfig`.
-StoreConfig = Annotated[EmbeddedStoreConfig, Field(discriminator="kind")]
+class RedisStoreConfig(_StoreConfig):
+    """Tables in Redis or a Redis Cluster (detected at start), see `kvstore.redis`.
+
+    `timeout_s` bounds a call whose caller passes no timeout (the request path always passes its
+    remaining budget); `pool_size` is the connections per node.
+    """
+
+    kind: Literal["redis"] = "redis"
+    url: str = Field(description="redis://[[user]:password@]host:port/db; any node of a cluster")
+    pool_size: PositiveInt = 16
+    timeout_s: PositiveFloat = 0.1
+    connect_timeout_s: PositiveFloat = 0.1
+    admin_timeout_s: PositiveFloat = 30.0
+    prefix: str = "qe"
+    buckets: PositiveInt = Field(16, description="buckets (cluster slots) per version written")
+    mget_chunk: PositiveInt = 4096
+
+    @field_validator("url")
+    @classmethod
+    def _parseable(cls, url: str) -> str:
+        from kvstore.redis import RedisAddress
+
+        RedisAddress.parse(url)
+        return url
+
+    def build(self, name: str = "redis") -> EmbeddingStore:
+        """The store, not started (no I/O here)."""
+        return self.build_admin(name)
+
+    def build_admin(self, name: str = "redis") -> TableAdmin:
+        """The store with its writer methods (loaders, operators), not started."""
+        from kvstore.redis import RedisStore
+
+        return RedisStore(
+            self.url,
+            name,
+            pool_size=self.pool_size,
+            timeout_s=self.timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+            admin_timeout_s=self.admin_timeout_s,
+            prefix=self.prefix,
+            buckets=self.buckets,
+            mget_chunk=self.mget_chunk,
+        )
+
+
+StoreConfig = Annotated[EmbeddedStoreConfig | RedisStoreConfig, Field(discriminator="kind")]
+
+
+def build_store(
+    config: EmbeddedStoreConfig | RedisStoreConfig,
+    *,
+    name: str | None = None,
+    registry: CollectorRegistry | None = None,
+    manifest: Path | None = None,
+) -> EmbeddingStore:
+    """The serving stack for `config`, not started: the store, its cache (when configured), lookup
+    metrics, and the version policy outermost (pins read from `config.version_policy.manifest`, else
+    `manifest`, at start). Metrics go to `registry` (a private one when None)."""
+    from kvstore.cache import CachedStore
+    from kvstore.instrumented import InstrumentedStore
+    from kvstore.pinning import PinnedStore
+
+    store = config.build() if name is None else config.build(name)
+    if config.cache is not None:
+        cache = config.cache
+        store = CachedStore(
+            store, tables=cache.tables, max_entries=cache.max_entries, ttl_s=cache.ttl_s, registry=registry
+        )
+    store = InstrumentedStore(store, registry=registry)
+    policy = config.version_policy
+    if policy.mode != "off":
+        store = PinnedStore(store, mode=policy.mode, manifest=policy.manifest or manifest, registry=registry)
+    return store

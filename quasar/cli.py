@@ -11,6 +11,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from quasar.cli_embeddings import embeddings
 from quasar.v1 import feed_pb2, feed_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -180,3 +181,11 @@ def demo(world_dir: Path, port: int, seed: int) -> None:
 
     build_world(world_dir, seed=seed, progress=True)
     run_gateway(load_settings(None, port=port, world_dir=world_dir))
+
+
+main.add_command(embeddings)
+
+
+from quasar.cli_ray import ray  # noqa: E402  (a command group of its own module, registered last)
+
+main.add_command(ray)

@@ -8,8 +8,7 @@ VENV="${VENV:-.venv}"
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
 dpkg -s libb64-0d >/dev/null 2>&1 || apt_packages+=(libb64-0d)  # perf_analyzer links it
-# perf_analyzer (bench extra) links libb64; the Triton test server's venv is made from Debian's Python 3.11.
-dpkg -s libb64-0d >/dev/null 2>&1 || apt_packages+=(libb64-0d)
+# The Triton test server's venv is made from Debian's Python 3.11 (see below).
 dpkg -s python3.11-venv >/dev/null 2>&1 || apt_packages+=(python3.11-venv)
 if ((${#apt_packages[@]})); then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATED = ("feed_pb2.py", "feed_pb2.pyi", "feed_pb2_grpc.py", "feed_pb2_grpc.pyi")
+GENERATED = (
+    *("feed_pb2.py", "feed_pb2.pyi", "feed_pb2_grpc.py", "feed_pb2_grpc.pyi"),
+    *("admin_pb2.py", "admin_pb2.pyi", "admin_pb2_grpc.py", "admin_pb2_grpc.pyi"),
+)
 
 
 def test_generated_modules_are_fresh(tmp_path: Path) -> None:
@@ -32,3 +35,11 @@ def test_generated_service_matches_proto() -> None:
     service = feed_pb2.DESCRIPTOR.services_by_name["FeedService"]
     assert service.full_name == "quasar.v1.FeedService"
     assert [m.name for m in service.methods] == ["GetFeed"]
+
+
+def test_generated_admin_service_matches_proto() -> None:
+    from quasar.v1 import admin_pb2
+
+    service = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
+    assert service.full_name == "quasar.v1.AdminService"
+    assert [m.name for m in service.methods] == ["GetRoutes", "SetRoutes"]

@@ -6,6 +6,7 @@ Layout of the world directory:
     store/                       embedded store root: tables member, item, author, hashtag, member_features
     models/first_pass.ubj        XGBoost P(click) over FIRST_PASS_FEATURES
     models/ranker.onnx           the ranker's dense part (two-stage mode)
+    models/ranker_whole.onnx     the whole ranker, embedding tables inside (whole-model mode)
     models/ranker_weights.npz    every ranker weight, for other exporters (names: ranker.export_weights)
     world.json                   WorldManifest, written last: its presence marks a complete build
 
@@ -111,7 +112,7 @@ class WorldManifest:
     ranker_input_dim: int
     ranker_version: str
     tables: dict[str, TableEntry]  # table -> its current version after the build
-    models: dict[str, ModelFile]  # 'first_pass', 'ranker', 'ranker_weights'
+    models: dict[str, ModelFile]  # 'first_pass', 'ranker', 'ranker_whole', 'ranker_weights'
     training: dict[str, Any]  # 'first_pass', 'ranker' reports and 'parity' (max abs diffs)
     build_seconds: float
 
@@ -180,6 +181,8 @@ def _complete(out_dir: Path, spec: WorldSpec, impressions: int) -> WorldManifest
     except (FileNotFoundError, ValueError):
         return None
     if not manifest.same_world(spec) or manifest.impressions != impressions:
+        return None
+    if "ranker_whole" not in manifest.models:  # built before whole-model mode existed
         return None
     if not all((out_dir / m.path).is_file() for m in manifest.models.values()):
         return None
@@ -259,6 +262,20 @@ def _served_inputs(corpus: Corpus, weights: Mapping[str, F32], member_ids: I64, 
         pool_multi_valued(weights["embedding_hashtag"][flat], indptr, "mean"),
         dense,
     )
+
+
+def _whole_inputs(probe: Any, n_hashtags: int) -> dict[str, npt.NDArray[Any]]:
+    """The whole model's inputs for training rows (`ranker.RankerData`, hashtags padded with n_hashtags)."""
+    from remix.steps.rank_whole import AUTHOR_ID, DENSE, HASHTAG_IDS, HASHTAG_MASK, ITEM_ID, MEMBER_ID
+
+    return {
+        MEMBER_ID: probe.member_id,
+        ITEM_ID: probe.item_id,
+        AUTHOR_ID: probe.author_id,
+        HASHTAG_IDS: probe.hashtags,
+        HASHTAG_MASK: (probe.hashtags != n_hashtags).astype(np.float32),
+        DENSE: probe.dense,
+    }
 
 
 def _write_tables(store_dir: Path, corpus: Corpus, weights: Mapping[str, F32], seed: int) -> dict[str, TableEntry]:
@@ -389,6 +406,11 @@ def build_world(
             onnx_export.build_ranker_onnx(weights, version=ranker_version, embedding_dim=config.embedding_dim),
             onnx_path,
         )
+        whole_path = models_dir / "ranker_whole.onnx"
+        onnx_export.save_ranker_onnx(
+            onnx_export.build_whole_model_onnx(weights, version=ranker_version, embedding_dim=config.embedding_dim),
+            whole_path,
+        )
         probe = data.take(heldout_rows[:PARITY_ROWS])
         x = ranker.ranker_inputs(model, probe)
         served = _served_inputs(corpus, weights, probe.member_id, probe.item_id, probe.dense)
@@ -402,6 +424,7 @@ def build_world(
                     "torch_whole_model": ranker.predict(model, probe),
                     "onnxruntime": onnx_export.run_onnx(onnx_path, served),
                     "numpy": onnx_export.dense_forward(weights, served),
+                    "onnxruntime_whole_model": onnx_export.run_whole_onnx(whole_path, _whole_inputs(probe, hashtags)),
                 },
                 tolerance=PARITY_TOLERANCE,
             )
@@ -435,6 +458,7 @@ def build_world(
         models={
             "first_pass": _model_file(out_dir, first_pass_path),
             "ranker": _model_file(out_dir, onnx_path),
+            "ranker_whole": _model_file(out_dir, whole_path),
             "ranker_weights": _model_file(out_dir, weights_path),
         },
         training=_json_values(

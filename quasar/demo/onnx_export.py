@@ -150,3 +150,121 @@ def check_parity(results: Mapping[str, F32], *, tolerance: float = 1e-5) -> floa
                 raise ParityError(f"{a} and {b} differ by {diff:.3g} > {tolerance:.1g}")
             worst = max(worst, diff)
     return worst
+
+
+# Tables of the whole model: weights name -> whether row 0 is an id. Member, item
+# and author ids start at 1: row 0 is zeroed so that id 0 reads as missing, as in the key-value store.
+_WHOLE_TABLES = {
+    "embedding_member": False,
+    "embedding_item": False,
+    "embedding_author": False,
+    "embedding_hashtag": True,
+}
+
+
+def build_whole_model_onnx(
+    weights: Mapping[str, F32],
+    *,
+    version: str,
+    embedding_dim: int,
+    objectives: Sequence[str] = OBJECTIVES,
+) -> onnx.ModelProto:
+    """The whole ranker, embedding tables inside (whole-model mode): raw ids in, probabilities out.
+
+    Inputs are `remix.steps.rank_whole.WHOLE_MODEL_INPUTS`. Each id gathers its table row; an id outside
+    the table (or id 0 of member/item/author, not an id) gives a zero vector, as a missing id does in
+    two-stage mode. Hashtag vectors are mean-pooled under the mask (an item without hashtags pools to
+    zeros). The rows then go through the same dense graph as `build_ranker_onnx`, so both modes compute
+    the same function of the same weights.
+    """
+    from remix.steps.rank_whole import AUTHOR_ID, DENSE, HASHTAG_IDS, HASHTAG_MASK, ITEM_ID, MEMBER_ID
+
+    model = build_ranker_onnx(weights, version=version, embedding_dim=embedding_dim, objectives=objectives)
+    graph = model.graph
+    initializers: list[TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    zero, last_axis, axis_1 = (
+        const("zero_id", np.array(0, np.int64)),
+        const("last_axis", np.array([-1], np.int64)),
+        const("axis_1", np.array([1], np.int64)),
+    )
+    one = const("one", np.array(1.0, np.float32))
+
+    def gather(table: str, ids: str) -> str:
+        """Rows of `table` for `ids` (any shape): zeros where an id is outside the table."""
+        rows = np.ascontiguousarray(weights[table], dtype=np.float32).copy()
+        if not _WHOLE_TABLES[table]:
+            rows[0] = 0.0
+        const(table, rows)
+        size = const(f"{table}_rows", np.array(len(rows), np.int64))
+        valid = node(
+            "And",
+            [node("GreaterOrEqual", [ids, zero], f"{ids}_ge0"), node("Less", [ids, size], f"{ids}_lt_{table}")],
+            f"{ids}_valid",
+        )
+        safe = node("Where", [valid, ids, zero], f"{ids}_safe")
+        found = node(
+            "Cast", [node("Unsqueeze", [valid, last_axis], f"{ids}_valid_col")], f"{ids}_found", to=TensorProto.FLOAT
+        )
+        return node("Mul", [node("Gather", [table, safe], f"{ids}_rows", axis=0), found], f"{ids}_vectors")
+
+    member = gather("embedding_member", MEMBER_ID)
+    item = gather("embedding_item", ITEM_ID)
+    author = gather("embedding_author", AUTHOR_ID)
+    tags = gather("embedding_hashtag", HASHTAG_IDS)  # [n, width, dim]
+    mask = node("Unsqueeze", [HASHTAG_MASK, last_axis], "hashtag_mask_col")
+    summed = node("ReduceSum", [node("Mul", [tags, mask], "hashtags_masked"), axis_1], "hashtags_sum", keepdims=0)
+    count = node("Max", [node("ReduceSum", [HASHTAG_MASK, axis_1], "hashtags_count", keepdims=1), one], "hashtags_n")
+    pooled = node("Div", [summed, count], "hashtags_pooled")
+    node("Concat", [member, item, author, pooled, DENSE], RANKER_INPUT, axis=1)
+
+    width = int(weights["input_scale"].shape[0])
+    ids_inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["N"]) for name in (MEMBER_ID, ITEM_ID, AUTHOR_ID)
+    ]
+    inputs = [
+        *ids_inputs,
+        helper.make_tensor_value_info(HASHTAG_IDS, TensorProto.INT64, ["N", "T"]),
+        helper.make_tensor_value_info(HASHTAG_MASK, TensorProto.FLOAT, ["N", "T"]),
+        helper.make_tensor_value_info(DENSE, TensorProto.FLOAT, ["N", width - 4 * embedding_dim]),
+    ]
+    whole = helper.make_graph(
+        [*nodes, *graph.node],
+        "quasar_ranker_whole",
+        inputs,
+        list(graph.output),
+        initializer=[*initializers, *graph.initializer],
+    )
+    out = helper.make_model(
+        whole,
+        producer_name="quasar.demo",
+        doc_string="Quasar feed ranker, whole model: embedding tables + DCN-v2 cross network + deep tower",
+        opset_imports=[helper.make_opsetid("", OPSET)],
+    )
+    out.ir_version = IR_VERSION
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    props.update({"mode": "whole", "pool": "mean", "inputs": json.dumps([i.name for i in inputs])})
+    helper.set_model_props(out, props)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def run_whole_onnx(path: Path, inputs: Mapping[str, np.ndarray]) -> F32:
+    """Scores from ONNX Runtime (CPU, one thread) for a whole model's named inputs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    (scores,) = session.run([RANKER_OUTPUT], {name: np.ascontiguousarray(v) for name, v in inputs.items()})
+    return np.asarray(scores, dtype=np.float32)

@@ -1,13 +1,13 @@
 """The built-in ranking steps and the keys they exchange.
 
 `builtin_step_types()` lists every step type a YAML workflow can name: rewrite, features,
-source.network, source.jobs, source.trending, source.hashtags, merge, rank, rank.first_pass_order,
-blend. The gateway answers with FEED.
+features.defaults, source.network, source.jobs, source.trending, source.hashtags, merge, rank,
+rank.whole_model, rank.first_pass_order, blend. The gateway answers with FEED.
 """
 
 from remix.registry import StepType
 from remix.steps.blend import BLEND, BlendParams
-from remix.steps.features import FEATURES, FeaturesParams
+from remix.steps.features import FEATURES, FEATURES_DEFAULTS, FeaturesParams
 from remix.steps.keys import (
     EMBEDDINGS_MISSING,
     EXPERIMENT_BUCKET,
@@ -24,13 +24,27 @@ from remix.steps.keys import (
 )
 from remix.steps.merge import MERGE, MergeParams
 from remix.steps.rank import FIRST_PASS_ORDER, RANK, RankParams
+from remix.steps.rank_whole import RANK_WHOLE_MODEL, RankWholeParams
 from remix.steps.rewrite import REWRITE, RewriteParams, experiment_bucket
 from remix.steps.sources import HASHTAGS, JOBS, NETWORK, TRENDING
 
 
 def builtin_step_types() -> list[StepType]:  # type: ignore[type-arg]
     """Every built-in step type, in workflow order (a new list each call)."""
-    return [REWRITE, FEATURES, NETWORK, JOBS, TRENDING, HASHTAGS, MERGE, RANK, FIRST_PASS_ORDER, BLEND]
+    return [
+        REWRITE,
+        FEATURES,
+        FEATURES_DEFAULTS,
+        NETWORK,
+        JOBS,
+        TRENDING,
+        HASHTAGS,
+        MERGE,
+        RANK,
+        RANK_WHOLE_MODEL,
+        FIRST_PASS_ORDER,
+        BLEND,
+    ]
 
 
 __all__ = [
@@ -49,6 +63,7 @@ __all__ = [
     "MergeParams",
     "Query",
     "RankParams",
+    "RankWholeParams",
     "RewriteParams",
     "builtin_step_types",
     "experiment_bucket",

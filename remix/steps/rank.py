@@ -17,6 +17,7 @@ from engines.base import Models
 from kvstore.base import EmbeddingStore, Lookup
 from remix.candidates import F32, Candidates
 from remix.context import Context
+from remix.failures import DependencyFailure
 from remix.feature_spec import (
     OBJECTIVES,
     RANKER_INPUT,
@@ -29,6 +30,7 @@ from remix.feature_spec import (
 from remix.keys import Key
 from remix.registry import StepParams, StepType
 from remix.services import Services
+from remix.steps._defaults import check_defaults, with_defaults
 from remix.steps._model_call import infer, output
 from remix.steps.keys import (
     EMBEDDINGS_MISSING,
@@ -45,13 +47,20 @@ ITEM_TABLE, AUTHOR_TABLE, HASHTAG_TABLE = "item", "author", "hashtag"
 
 class RankParams(StepParams):
     """`weights`: objective -> weight of its head in the utility (objectives left out weigh 0).
-    `pool`: how an item's hashtag vectors combine into one."""
+    `pool`: how an item's hashtag vectors combine into one. `defaults`: table ('item', 'author',
+    'hashtag') -> the vector an id without a row gets (zeros when not configured)."""
 
     model: str = "feed_ranker"
     weights: dict[str, float] = Field(
         default_factory=lambda: {"click": 1.0, "comment": 0.5, "share": 0.5, "long_dwell": 0.3}
     )
     pool: Literal["mean", "sum"] = "mean"
+    defaults: dict[str, list[float]] = Field(default_factory=dict)
+
+    @field_validator("defaults")
+    @classmethod
+    def _looked_up_tables(cls, defaults: dict[str, list[float]]) -> dict[str, list[float]]:
+        return check_defaults(defaults, (ITEM_TABLE, AUTHOR_TABLE, HASHTAG_TABLE))
 
     @field_validator("weights")
     @classmethod
@@ -71,7 +80,10 @@ class Rank:
 
     Item, author and hashtag vectors come from one bulk lookup per table, all three concurrently, at the
     request's TABLE_VERSIONS (never a newer current version); each distinct id is asked for once. Ids
-    without a row get zeros and are counted in EMBEDDINGS_MISSING. The model's `scores` output must be
+    without a row get the table's configured default (zeros) and are counted in EMBEDDINGS_MISSING. No
+    version resolved for a table (`features` fell back) or any store error (unreachable, timeout, a version
+    the model's pins refuse) is a DependencyFailure: the workflow's fallback serves (`rank.whole_model`,
+    `rank.first_pass_order`). The model's `scores` output must be
     finite with shape (n, len(OBJECTIVES)), else DependencyFailure. utility = scores @ weights; RANKED
     is ordered by utility descending, ties in MERGED order.
     """
@@ -88,6 +100,7 @@ class Rank:
         self._models: Models = services.models
         self._store: EmbeddingStore = services.store
         self._corpus = services.corpus
+        self._defaults = params.defaults
 
     async def __call__(self, ctx: Context) -> None:
         merged = ctx.get(MERGED)
@@ -123,6 +136,11 @@ class Rank:
         wanted = {ITEM_TABLE: merged.item_id, AUTHOR_TABLE: authors}
         if len(hashtags):
             wanted[HASHTAG_TABLE] = hashtags
+        unresolved = sorted(set(wanted) - set(versions))
+        if unresolved:
+            raise DependencyFailure(
+                f"no table version was resolved for {unresolved} (the store failed)", step=self.name
+            )
         timeout_s = ctx.budget.remaining_s()
         found: list[Lookup] = await asyncio.gather(
             *(
@@ -131,14 +149,18 @@ class Rank:
             )
         )
         lookups = dict(zip(wanted, found, strict=True))
-        items = lookups[ITEM_TABLE].vectors
-        if HASHTAG_TABLE in lookups:
-            hashtag_vectors = lookups[HASHTAG_TABLE].vectors[hashtag_row]
+        vectors = {
+            table: with_defaults(lookup, self._defaults.get(table), table=table, step=self.name)
+            for table, lookup in lookups.items()
+        }
+        items = vectors[ITEM_TABLE]
+        if HASHTAG_TABLE in vectors:
+            hashtag_vectors = vectors[HASHTAG_TABLE][hashtag_row]
         else:
             hashtag_vectors = np.zeros((0, items.shape[1]), np.float32)
         return (
             items,
-            lookups[AUTHOR_TABLE].vectors[author_row],
+            vectors[AUTHOR_TABLE][author_row],
             pool_multi_valued(hashtag_vectors, hashtags_indptr, self._pool),
             MappingProxyType({table: lookup.missing for table, lookup in lookups.items()}),
         )

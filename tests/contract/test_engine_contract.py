@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +17,12 @@ from engines.base import Engine
 from engines.errors import BadInput, EngineTimeout, EngineUnavailable, ModelNotFound
 from engines.fake import FakeEngine
 from engines.onnx import OnnxEngine
+from engines.tfserving import TFServingEngine
+from engines.triton import TritonEngine
 from engines.types import ModelRef, Tensors
 from engines.xgboost import XGBoostEngine
+from quasar.demo.onnx_export import dense_forward
+from tests.peers.fixtures import session_tfserving_peer, session_triton_peer
 from tests.unit.engines.models import MLP_METADATA, Mlp, booster_reference, occupied, train_booster
 
 
@@ -89,12 +93,55 @@ def xgboost_case(tmp_path: Path, offloader: Offloader) -> Case:
     )
 
 
+def ranker_case(engine: Engine, small_world: Path, hold: Callable[[], AbstractContextManager[None]]) -> Case:
+    """A remote engine serving the world's ranker (`feed_ranker`) from a real peer; `hold` makes the
+    peer keep calls waiting."""
+    with np.load(small_world / "models" / "ranker_weights.npz") as npz:
+        weights = {name: npz[name] for name in npz.files}
+    rng = np.random.default_rng(0)
+
+    @asynccontextmanager
+    async def block() -> AsyncIterator[object]:
+        with hold():
+            yield None
+
+    return Case(
+        engine=engine,
+        model="feed_ranker",
+        input_name="features",
+        make_input=lambda n: rng.normal(size=(n, weights["input_scale"].shape[0])).astype(np.float32),
+        reference=lambda x: {"scores": dense_forward(weights, x)},
+        block=block,
+    )
+
+
+def tfserving_case(request: pytest.FixtureRequest) -> Case:
+    """The TF Serving engine against the conformance peer (one per session, see tests.peers.fixtures)."""
+    world: Path = request.getfixturevalue("small_world")
+    base = request.getfixturevalue("tmp_path_factory").getbasetemp()
+    peer = session_tfserving_peer(request.config, world, base)
+    return ranker_case(TFServingEngine("tfserving", peer.url, "feed_ranker", startup_timeout_s=5.0), world, peer.hold)
+
+
+def triton_case(request: pytest.FixtureRequest) -> Case:
+    """The Triton engine against a real Triton server (PyTriton; one per session)."""
+    world: Path = request.getfixturevalue("small_world")
+    peer = session_triton_peer(request.config, world)
+    engine = TritonEngine("triton", peer.url_grpc, {"feed_ranker": peer.model}, headers=peer.grpc_headers)
+    return ranker_case(engine, world, peer.hold)
+
+
+REMOTE_CASES = (tfserving_case, triton_case)
+
+
 @pytest_asyncio.fixture(
-    params=[fake_case, onnx_case, xgboost_case], ids=["fake", "onnx", "xgboost"], loop_scope="function"
+    params=[fake_case, onnx_case, xgboost_case, tfserving_case, triton_case],
+    ids=["fake", "onnx", "xgboost", "tfserving", "triton"],
+    loop_scope="session",  # the loop the tests run on: gRPC channels are bound to the loop that made them
 )
 async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Case]:
     offloader = Offloader(max_workers=1, max_pending=16)
-    made: Case = request.param(tmp_path, offloader)
+    made: Case = request.param(request) if request.param in REMOTE_CASES else request.param(tmp_path, offloader)
     await made.engine.start()
     yield made
     await made.engine.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from kvstore.base import EmbeddingStore
 from kvstore.embedded import EmbeddedStore, set_current, write_version
 from kvstore.errors import StoreUnavailable, TableNotFound
 from kvstore.fake import InMemoryStore
+from kvstore.redis import RedisStore
+from tests.integration.redis.fixtures import redis_cluster, redis_server
+from tests.integration.redis.servers import run_sync
+
+__all__ = ["redis_cluster", "redis_server"]  # session fixtures, shared with the Redis integration tests
 
 Publish = Callable[..., None]  # (table, ids, vectors, *, version, dtype="float32", make_current=True)
 
@@ -26,7 +32,7 @@ class Case:
     switch: Callable[[str, str], None]  # (table, version): make an existing version current
 
 
-def memory_case(tmp_path: Path) -> Case:
+def memory_case(tmp_path: Path, request: pytest.FixtureRequest) -> Case:
     store = InMemoryStore()
 
     def publish(
@@ -43,7 +49,7 @@ def memory_case(tmp_path: Path) -> Case:
     return Case(store=store, publish=publish, switch=store.set_current)
 
 
-def embedded_case(tmp_path: Path) -> Case:
+def embedded_case(tmp_path: Path, request: pytest.FixtureRequest) -> Case:
     def publish(
         table: str,
         ids: npt.ArrayLike,
@@ -64,13 +70,56 @@ def embedded_case(tmp_path: Path) -> Case:
     )
 
 
+def redis_case(tmp_path: Path, request: pytest.FixtureRequest, *, cluster: bool = False) -> Case:
+    """A real redis-server (or 3-master cluster) from tests/integration/redis; a fresh key prefix per test.
+    Versions are published through the store's own writer on a loop of their own (publish is sync)."""
+    url = request.getfixturevalue("redis_cluster" if cluster else "redis_server").url
+    prefix = f"c{uuid.uuid4().hex[:12]}"
+
+    async def admin(action: Callable[[RedisStore], Awaitable[object]]) -> None:
+        writer = RedisStore(url, prefix=prefix, buckets=4)
+        await writer.start()
+        try:
+            await action(writer)
+        finally:
+            await writer.close()
+
+    def publish(
+        table: str,
+        ids: npt.ArrayLike,
+        vectors: npt.ArrayLike,
+        *,
+        version: str,
+        dtype: str = "float32",
+        make_current: bool = True,
+    ) -> None:
+        async def write(writer: RedisStore) -> None:
+            await writer.write_version(table, np.asarray(ids), np.asarray(vectors), dtype=dtype, version=version)
+            if make_current:
+                await writer.set_current(table, version)
+
+        run_sync(lambda: admin(write))
+
+    def switch(table: str, version: str) -> None:
+        run_sync(lambda: admin(lambda writer: writer.set_current(table, version)))
+
+    return Case(store=RedisStore(url, prefix=prefix), publish=publish, switch=switch)
+
+
+def redis_cluster_case(tmp_path: Path, request: pytest.FixtureRequest) -> Case:
+    return redis_case(tmp_path, request, cluster=True)
+
+
 IDS = np.array([7, 3, 11, 5], dtype=np.int64)
 DATA = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
 
 
-@pytest_asyncio.fixture(params=[memory_case, embedded_case], ids=["memory", "embedded"], loop_scope="function")
+@pytest_asyncio.fixture(
+    params=[memory_case, embedded_case, redis_case, redis_cluster_case],
+    ids=["memory", "embedded", "redis", "redis-cluster"],
+)
 async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Case]:
-    made: Case = request.param(tmp_path)
+    made: Case = request.param(tmp_path, request)
     made.publish("item", IDS, DATA, version="v1")
     await made.store.start()
     yield made

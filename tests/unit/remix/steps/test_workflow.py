@@ -31,12 +31,14 @@ def test_builtin_step_types() -> None:
     assert names == [
         "rewrite",
         "features",
+        "features.defaults",
         "source.network",
         "source.jobs",
         "source.trending",
         "source.hashtags",
         "merge",
         "rank",
+        "rank.whole_model",
         "rank.first_pass_order",
         "blend",
     ]
@@ -85,7 +87,12 @@ def test_feed_yaml_is_consistent() -> None:
     assert sorted(merge["sources"]) == sorted(b["name"] for b in branches)
     assert merge["max_candidates"] >= 500
     [rank] = [n for n in spec["steps"] if n.get("type") == "rank"]
-    assert rank["fallback"] == {"type": "rank.first_pass_order"}
+    # Without the store: the whole model (its own tables), then first-pass order; the same utility weights.
+    assert rank["fallback"]["type"] == "rank.whole_model"
+    assert rank["fallback"]["weights"] == rank["weights"]
+    assert rank["fallback"]["fallback"] == {"type": "rank.first_pass_order"}
+    [features] = [n for n in spec["steps"] if n.get("type") == "features"]
+    assert features["fallback"] == {"type": "features.defaults"}
 
 
 async def run_feed(services: Services, spec: dict[str, Any] | None = None, member: int = 1, count: int = 6) -> Context:
