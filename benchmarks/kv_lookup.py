@@ -11,8 +11,9 @@ Every method reads the same keys of the same table version (values: `kvstore.cod
 - get/key    one awaited `redis.asyncio` GET per key, as a per-key client would do (fewer rounds).
 - raw floor  the MGET packed once in advance, written to an asyncio stream, the reply parsed by hiredis.
 
-Rounds interleave the methods (each round runs each once, each call on a query of its own, the order
-rotating) so drift and the server's cache warmth hit all alike.
+Rounds interleave the methods (each round runs each once, the order rotating) so drift hits all alike.
+With several id sets (`--queries`, default 61) each call reads keys none of the others just pulled into the
+server's CPU caches; `--queries 1` reads the same keys every time (hot).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from kvstore.redis import RedisStore
 GOALS = {"store / bare mget": 0.6, "store / raw floor": 2.0}
 PER_KEY_GOAL = 20.0  # get/key at least this many times slower than the store
 BUCKETS = 16
-QUERIES = 61  # distinct 1,500-id queries, cycled (prime, so rounds do not line up with methods)
 
 
 def free_port() -> int:
@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace, port: int) -> int:
     )
     await store.set_current("item", version)
     layout = Layout(store.prefix, "item", version, BUCKETS)
-    queries = [rng.choice(table_ids, size=args.ids, replace=False) for _ in range(QUERIES)]
+    queries = [rng.choice(table_ids, size=args.ids, replace=False) for _ in range(args.queries)]
     keys = [layout.keys(q) for q in queries]
     packed = [layout.pack(b"MGET", q) for q in queries]  # the bytes hiredis.pack_command makes (a unit test)
     client = aioredis.Redis(port=port)
@@ -143,24 +143,24 @@ async def run(args: argparse.Namespace, port: int) -> int:
     for warm in range(30):
         for method in methods.values():
             await method(warm % len(queries))
-    # Each call reads its own keys (a method never re-reads keys another just pulled into the server's CPU
-    # caches), and the order of the methods rotates every round: the first of a round runs colder.
+    # Consecutive calls read different id sets (unless --queries 1), so no method reads keys another just
+    # pulled into the server's CPU caches; the order rotates every round, as the first of a round runs colder.
     query = 0
     for round_ in range(args.rounds):
         names = list(methods)
         names = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in names:
-            await timed(name, methods[name], query % QUERIES)
+            await timed(name, methods[name], query % args.queries)
             query += 1
         if round_ < args.per_key_rounds:
-            await timed("get/key", per_key, query % QUERIES)
+            await timed("get/key", per_key, query % args.queries)
             query += 1
 
     loop = "uvloop" if args.uvloop else "asyncio"
     value_bytes = len(raw_values[0])
     print(
         f"lookup of {args.ids:,} ids, dim {args.dim}, {args.dtype} ({value_bytes} B per value), one redis-server "
-        f"{args.server_version}, {loop}, {args.rounds} rounds"
+        f"{args.server_version}, {loop}, {args.rounds} rounds over {args.queries} id sets of {rows:,} rows"
     )
     medians = {}
     for name, samples in timings.items():
@@ -194,6 +194,13 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the table")
     parser.add_argument("--rounds", type=int, default=400)
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=61,
+        help="distinct id sets, cycled (61: each call reads keys the server has not just touched; 1: the same "
+        "keys every call, hot in the server's CPU caches)",
+    )
     parser.add_argument("--per-key-rounds", type=int, default=15, help="rounds that also time one GET per key")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (the gateway's loop)")
     args = parser.parse_args()

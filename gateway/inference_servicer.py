@@ -149,6 +149,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 if request.model_version:
                     raise _version_refused(request.model_name, request.model_version)
                 inputs = decode_inputs(request)
+                requested = requested_outputs(request)
                 timeout_s = self._timeout_s(context)
                 try:
                     call = await self._router.infer(
@@ -159,7 +160,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 response = service_pb2.ModelInferResponse(
                     model_name=request.model_name, model_version=call.version, id=request.id
                 )
-                encode_outputs(call.outputs, [output.name for output in request.outputs], response)
+                encode_outputs(call.outputs, requested, response)
                 response.parameters["quasar_target"].string_param = call.target
                 if call.degraded_reason:
                     response.parameters["quasar_degraded_reason"].string_param = call.degraded_reason
@@ -234,6 +235,19 @@ def decode_inputs(request: Any) -> dict[str, np.ndarray]:
             bad = array.size - int(np.count_nonzero(np.isfinite(array)))
             raise invalid_argument(f"input {tensor.name!r} holds {bad} non-finite values of {array.size}")
     return inputs
+
+
+def requested_outputs(request: Any) -> list[str]:
+    """Names of the outputs asked for (empty: all). Shared memory and classification are refused."""
+    names = []
+    for output in request.outputs:
+        unsupported = sorted(
+            key for key in output.parameters if key.startswith("shared_memory") or key == "classification"
+        )
+        if unsupported:
+            raise invalid_argument(f"output {output.name!r}: parameters {unsupported} are not supported")
+        names.append(output.name)
+    return names
 
 
 def encode_outputs(outputs: Mapping[str, np.ndarray], requested: list[str], response: Any) -> None:

@@ -201,6 +201,7 @@ class _NodePool:
                     return replies
                 except (ConnectionError, OSError) as failed:
                     error = failed
+                    self._drop_idle()  # likely as stale as this one (a restarted server): retry on a new one
                 finally:
                     self.busy -= 1
                     self._give_back(conn, reusable=done)
@@ -212,6 +213,9 @@ class _NodePool:
 
     def close(self) -> None:
         self._closed = True
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
         while self._idle:
             self._idle.pop().abort()
 
@@ -347,15 +351,18 @@ class RedisStore:
         except (TimeoutError, _Unreachable) as error:
             self._close_pools()
             raise StoreUnavailable(f"cannot reach {self.address}: {error}", store=self.name) from error
-        if isinstance(reply, hiredis.ReplyError):
-            if "cluster support disabled" not in str(reply):
-                self._close_pools()
-                raise StoreUnavailable(f"{self.address}: {reply}", store=self.name)
-            self._single = seed
-        else:
-            if self.address.db:
-                raise ValueError(f"{self.address}: a cluster has only database 0")
-            self._set_slots(reply)
+        try:
+            if isinstance(reply, hiredis.ReplyError):
+                if "cluster support disabled" not in str(reply):
+                    raise StoreUnavailable(f"{self.address}: {reply}", store=self.name)
+                self._single = seed
+            else:
+                if self.address.db:
+                    raise ValueError(f"{self.address}: a cluster has only database 0")
+                self._set_slots(reply)
+        except BaseException:
+            self._close_pools()
+            raise
         self._started = True
 
     async def close(self) -> None:

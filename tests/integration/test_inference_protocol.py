@@ -248,6 +248,12 @@ async def test_requested_outputs_are_checked(fake_server) -> None:  # type: igno
         await stub.ModelInfer(request, timeout=5)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "requested outputs ['nope'] do not exist; outputs: ['scores']" in (raised.value.details() or "")
+    request = raw_request("solo", np.ones((2, 2), np.float32))
+    request.outputs.add(name="scores").parameters["shared_memory_region"].string_param = "region0"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ModelInfer(request, timeout=5)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "parameters ['shared_memory_region'] are not supported" in (raised.value.details() or "")
 
 
 async def test_router_metrics_reach_the_gateways_metrics_endpoint(

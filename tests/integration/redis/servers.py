@@ -177,6 +177,29 @@ class RedisCluster:
         for node in self.nodes:
             node.stop()
 
+    def owner(self, slot: int) -> RedisServer:
+        """The master serving `slot` now."""
+        for start, end, primary, *_ in self.nodes[0].command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == primary[1])
+        raise LookupError(f"slot {slot} is not served")
+
+    def keys_in_slot(self, slot: int) -> int:
+        return int(self.owner(slot).command("CLUSTER", "COUNTKEYSINSLOT", str(slot)))
+
+    def move_empty_slot(self, slot: int, target: RedisServer) -> None:
+        """Give an empty `slot` to `target` (every node is told, the target first)."""
+        target_id = target.command("CLUSTER", "MYID").decode()
+        for node in sorted(self.nodes, key=lambda n: n is not target):
+            reply = node.command("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+            if reply != b"OK":
+                raise RuntimeError(f"SETSLOT on {node.port}: {reply}")
+
+    def moved_replies(self, node: RedisServer) -> int:
+        """MOVED errors `node` has replied so far (INFO errorstats)."""
+        stats = node.info("errorstats").get("errorstat_MOVED", "count=0")
+        return int(stats.split("count=")[1].split(",")[0])
+
 
 _shared: dict[str, tuple[Any, int]] = {}
 

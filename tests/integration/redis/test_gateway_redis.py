@@ -14,15 +14,15 @@ from kvstore.errors import StoreUnavailable
 from quasar.v1 import feed_pb2
 from tests.integration.conftest import Gates, make_settings, start_gateway
 from tests.integration.redis.servers import RedisServer
-from tests.integration.redis.worlds import push_world
+from tests.integration.redis.worlds import push_world, relaxed_feed
 
 
 async def test_killing_redis_mid_traffic_degrades_answers_and_never_fails_them(
-    small_world: Path, test_workflows: Path, own_redis: RedisServer, prefix: str
+    small_world: Path, own_redis: RedisServer, prefix: str, tmp_path: Path
 ) -> None:
     await push_world(small_world, own_redis.url, prefix)
     store = RedisStoreConfig(url=own_redis.url, prefix=prefix, timeout_s=0.05, cache=CacheConfig(tables=("member",)))
-    running = await start_gateway(make_settings(small_world, test_workflows, store=store), Gates())
+    running = await start_gateway(make_settings(small_world, relaxed_feed(tmp_path / "wf"), store=store), Gates())
     registry = running.server.app.metrics.registry
 
     async def get(member: int) -> feed_pb2.GetFeedResponse:

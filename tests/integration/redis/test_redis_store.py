@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 import numpy.typing as npt
 import pytest
+from redis.crc import key_slot
 
 from kvstore._redis_layout import Layout
 from kvstore.cache import CachedStore
@@ -195,6 +196,21 @@ async def test_a_killed_server_fails_lookups_fast_and_a_restarted_one_is_used_ag
         await store.close()
 
 
+async def test_a_restart_between_two_lookups_costs_no_error(own_redis: RedisServer, prefix: str) -> None:
+    store = await started(own_redis.url, prefix, timeout_s=2.0)
+    try:
+        ids = np.arange(50, dtype=np.int64)
+        await publish(store, "item", "v1", ids)
+        await asyncio.gather(*(store.lookup("item", ids[k::4], version="v1") for k in range(4)))
+        assert store.connections()[f"127.0.0.1:{own_redis.port}"] == (4, 0)
+        own_redis.kill()  # the loop does not run in between: the store has not seen its sockets close
+        own_redis.start()
+        await publish(store, "item", "v1", ids, sign=-1.0)  # stale connections failed once, a new one served
+        np.testing.assert_array_equal((await store.lookup("item", ids, version="v1")).vectors, rows_of(ids, -1.0))
+    finally:
+        await store.close()
+
+
 async def test_connections_the_server_dropped_are_replaced(store: RedisStore, redis_server: RedisServer) -> None:
     ids = np.arange(50, dtype=np.int64)
     await publish(store, "item", "v1", ids)
@@ -204,7 +220,7 @@ async def test_connections_the_server_dropped_are_replaced(store: RedisStore, re
     result = await store.lookup("item", ids, version="v1")  # the stale connection is retried once, on a new one
     np.testing.assert_array_equal(result.vectors, rows_of(ids))
     after = int(redis_server.info("stats")["total_connections_received"])
-    assert after > received + 1
+    assert after >= received + 3  # CLIENT KILL's and this INFO's own connections, and the store's new one
 
 
 class Readers:
@@ -258,3 +274,26 @@ async def test_a_version_switch_under_concurrent_reads_never_mixes_versions(stor
         assert through_cache.seen == both
     finally:
         await cached.close()
+
+
+async def test_a_slot_moved_under_a_running_store_is_followed(redis_cluster: RedisCluster, prefix: str) -> None:
+    store = await started(redis_cluster.url, prefix, buckets=1, timeout_s=5.0)  # the slot map is read now
+    try:
+        # A table whose only bucket lands in a slot holding no keys yet, so that slot may change owner.
+        names = (f"moved{k}" for k in range(1000))
+        table = next(name for name in names if redis_cluster.keys_in_slot(key_slot(f"{{{name}:v1:0}}".encode())) == 0)
+        slot = key_slot(f"{{{table}:v1:0}}".encode())
+        owner = redis_cluster.owner(slot)
+        target = next(node for node in redis_cluster.nodes if node is not owner)
+        redis_cluster.move_empty_slot(slot, target)
+        moved_before = redis_cluster.moved_replies(owner)
+
+        # The store still sends the slot to `owner`: its MSET and MGET get MOVED, refresh the map, follow.
+        await publish(store, table, "v1", np.arange(20, dtype=np.int64))
+        result = await store.lookup(table, np.arange(25, dtype=np.int64), version="v1")
+        assert result.found.tolist() == [True] * 20 + [False] * 5
+        np.testing.assert_array_equal(result.vectors[:20], rows_of(np.arange(20, dtype=np.int64)))
+        assert target.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)) == 20
+        assert redis_cluster.moved_replies(owner) == moved_before + 1  # once: the map was refreshed after it
+    finally:
+        await store.close()

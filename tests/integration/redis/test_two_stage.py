@@ -6,9 +6,7 @@ to a real redis-server at the versions its manifest pins.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,32 +22,24 @@ from remix.request import FeedRequest
 from remix.steps import RANKED
 from tests.integration.conftest import make_settings
 from tests.integration.redis.servers import RedisServer
-from tests.integration.redis.worlds import push_world
+from tests.integration.redis.worlds import push_world, relaxed_feed
 
 MEMBERS = (1, 42, 77, 500, 799, 10_000)  # 10,000 is beyond the corpus: a cold start, missing everywhere
 
 
 def parity_workflows(directory: Path) -> Path:
-    """`two_stage` (rank from the store, no fallbacks) and `whole` (rank.whole_model), else the feed workflow."""
-    feed = yaml.safe_load((builtin_workflows_dir() / "feed.yaml").read_text())
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in ("two_stage", "whole"):
-        spec: dict[str, Any] = copy.deepcopy(feed)
-        spec["workflow"] = name
-        for step in spec["steps"]:
-            step.pop("fallback", None)  # any failure must fail the test, not be served around
-            if step.get("type") == "rank" and name == "whole":
-                step.clear()
-                step.update({"type": "rank.whole_model", "weights": feed_rank(feed)["weights"]})
-        (directory / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    return directory
+    """`two_stage` (rank from the store) and `whole` (rank.whole_model), no fallbacks: a failure fails the test."""
+    steps = yaml.safe_load((builtin_workflows_dir() / "feed.yaml").read_text())["steps"]
+    rank = next(step for step in steps if step.get("type") == "rank")
+    whole = {"type": "rank.whole_model", "weights": rank["weights"]}
+    return relaxed_feed(
+        directory,
+        two_stage={"features": None, "rank": None},
+        whole={"features": None, "rank": whole},
+    )
 
 
-def feed_rank(feed: dict[str, Any]) -> dict[str, Any]:
-    return next(step for step in feed["steps"] if step.get("type") == "rank")
-
-
-async def start_app(world: Path, url: str, prefix: str, mode: str, workflows: Path | None = None) -> FeedApp:
+async def start_app(world: Path, url: str, prefix: str, mode: str, workflows: Path) -> FeedApp:
     store = RedisStoreConfig(url=url, prefix=prefix, timeout_s=1.0, version_policy=VersionPolicy(mode=mode))  # type: ignore[arg-type]
     app = FeedApp(make_settings(world, workflows, store=store))
     await app.start()
@@ -105,9 +95,9 @@ async def switch_item_table(url: str, prefix: str) -> str:
 
 @pytest.mark.parametrize("mode", ["refuse", "alert"])
 async def test_serving_other_table_versions_is_refused_or_alerted(
-    small_world: Path, redis_server: RedisServer, prefix: str, pushed: dict[str, str], mode: str
+    small_world: Path, redis_server: RedisServer, prefix: str, pushed: dict[str, str], mode: str, tmp_path: Path
 ) -> None:
-    app = await start_app(small_world, redis_server.url, prefix, mode)
+    app = await start_app(small_world, redis_server.url, prefix, mode, relaxed_feed(tmp_path / "wf"))
     registry = app.metrics.registry
     try:
         pinned = await app.get_feed(FeedRequest("a", 42, 20), timeout_s=5.0)

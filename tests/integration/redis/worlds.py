@@ -1,9 +1,14 @@
-"""Push a demo world's tables into Redis at the versions its manifest pins, as an operator would."""
+"""A demo world's tables pushed into Redis as an operator would, and feed workflows with relaxed budgets."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from gateway.app import builtin_workflows_dir
 from kvstore.loader import push, read_table_file
 from kvstore.redis import RedisStore
 from quasar.demo.build import load_manifest
@@ -22,3 +27,30 @@ async def push_world(world: Path, url: str, prefix: str) -> dict[str, str]:
         return pushed
     finally:
         await writer.close()
+
+
+def relaxed_feed(directory: Path, **variants: dict[str, Any]) -> Path:
+    """The built-in feed workflow with budgets no loaded test machine misses (features' 50 ms is tight for
+    a fresh connection on a busy CI box), plus `variants`: workflow name -> step type -> replacement node
+    (None drops the step's fallback instead)."""
+    feed = yaml.safe_load((builtin_workflows_dir() / "feed.yaml").read_text())
+    feed["timeout_s"] = 10.0
+    for step in feed["steps"]:
+        for node in [step, *step.get("parallel", {}).get("branches", [])]:
+            if "timeout_s" in node:
+                node["timeout_s"] = 5.0
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "feed.yaml").write_text(yaml.safe_dump(feed, sort_keys=False))
+    for name, changes in variants.items():
+        spec = copy.deepcopy(feed)
+        spec["workflow"] = name
+        for step in spec["steps"]:
+            if step.get("type") in changes:
+                replacement = changes[step["type"]]
+                if replacement is None:
+                    step.pop("fallback", None)
+                else:
+                    step.clear()
+                    step.update(replacement)
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return directory
