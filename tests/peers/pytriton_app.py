@@ -96,7 +96,10 @@ def main(argv: list[str]) -> int:
     hold_dir: Path | None = args.hold_dir
 
     def wait_while_held(model: str) -> None:
-        while hold_dir is not None and (hold_dir / model).exists():
+        if hold_dir is None or not (hold_dir / model).exists():
+            return
+        (hold_dir / f"{model}.entered").touch()  # tells the test an execution is now held
+        while (hold_dir / model).exists():
             time.sleep(0.005)
 
     @batch

@@ -89,11 +89,16 @@ class TritonPeer:
     def hold(self, model: str = MODEL) -> Iterator[None]:
         """Calls to `model` wait inside the server until the block exits."""
         flag = self.hold_dir / model
+        (self.hold_dir / f"{model}.entered").unlink(missing_ok=True)
         flag.touch()
         try:
             yield
         finally:
             flag.unlink(missing_ok=True)
+
+    def held_execution_started(self, model: str = MODEL) -> bool:
+        """True once an execution of `model` is waiting inside the server under `hold()`."""
+        return (self.hold_dir / f"{model}.entered").exists()
 
 
 @contextmanager

@@ -36,6 +36,15 @@ async def pending_requests(peer: TritonPeer, *, at_least: int, timeout_s: float 
     raise AssertionError(f"only {seen} requests pending after {timeout_s}s, expected {at_least}")
 
 
+async def held_execution(peer: TritonPeer, *, timeout_s: float = 10.0) -> None:
+    """Poll (bounded) until an execution of the ranker is held inside the server."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not peer.held_execution_started():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no execution of {RANKER} started within {timeout_s}s")
+        await asyncio.sleep(0.005)
+
+
 def engine(peer: TritonPeer, **overrides: object) -> TritonEngine:
     config = triton_config(peer).model_copy(update=overrides)
     built = config.build("triton", None)  # type: ignore[arg-type]  # remote: no offloader
@@ -101,13 +110,16 @@ async def test_dynamic_batching_merges_queued_requests(triton_peer: TritonPeer, 
             calls = []
             try:
                 with triton_peer.hold():
+                    # One request first, held inside the model: requests sent after it cannot join its batch.
                     calls = [
-                        asyncio.create_task(triton.infer(ModelRef(RANKER), {RANKER_INPUT: c}, timeout_s=10.0))
-                        for c in chunks
+                        asyncio.create_task(triton.infer(ModelRef(RANKER), {RANKER_INPUT: chunks[0]}, timeout_s=10.0))
                     ]
-                    # The held execution took the first request(s); once others wait behind it, releasing the
-                    # hold must run the waiting ones together. (How many Triton counts as pending while its
-                    # batcher already forms the next batch varies, so ask for a few, not all.)
+                    await held_execution(triton_peer)
+                    calls += [
+                        asyncio.create_task(triton.infer(ModelRef(RANKER), {RANKER_INPUT: c}, timeout_s=10.0))
+                        for c in chunks[1:]
+                    ]
+                    # The other 15 now queue behind the held execution; releasing it must run them together.
                     await pending_requests(triton_peer, at_least=2)
             finally:
                 results = await asyncio.gather(*calls, return_exceptions=True)
