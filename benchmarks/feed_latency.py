@@ -14,6 +14,7 @@ import asyncio
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +97,8 @@ def start_gateway(world: Path) -> tuple[subprocess.Popen[str], str]:
     for line in process.stdout:
         found = re.search(r"listening on ([\d.]+:\d+)", line)
         if found:
+            # Keep draining its output (one access-log line per request): a full pipe would block the gateway.
+            threading.Thread(target=process.stdout.read, daemon=True).start()
             return process, found.group(1)
     raise SystemExit(f"gateway exited before listening (code {process.wait()})")
 
