@@ -57,6 +57,24 @@ def check_outputs(
     return checked
 
 
+def check_rows(
+    meta: ModelMetadata, inputs: Tensors, outputs: dict[str, np.ndarray], *, target: str, model: str
+) -> None:
+    """A batch model (every input and output declared [-1, ...]) answers one row per input row."""
+    specs = meta.inputs + meta.outputs
+    if not specs or not all(spec.shape and spec.shape[0] == -1 for spec in specs):
+        return
+    rows = {inputs[spec.name].shape[0] for spec in meta.inputs}
+    if len(rows) != 1:
+        return
+    (expected,) = rows
+    for name, value in outputs.items():
+        if value.shape[0] != expected:
+            raise BadOutput(
+                f"output {name!r} has {value.shape[0]} rows for {expected} input rows", target=target, model=model
+            )
+
+
 def _mismatch(kind: str, spec: TensorSpec, value: object) -> str | None:
     if not isinstance(value, np.ndarray):
         return f"{kind} {spec.name!r} must be a numpy array, got {type(value).__name__}"

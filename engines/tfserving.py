@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from engines._signature import check_inputs, check_outputs
+from engines._signature import check_inputs, check_outputs, check_rows
 from engines.base import Engine
 from engines.errors import (
     BadInput,
@@ -198,7 +198,7 @@ class TFServingEngine:
             if spec.name in reply.outputs
         }
         checked = check_outputs(meta, outputs, **where)
-        _check_rows(meta, inputs, checked, **where)
+        check_rows(meta, inputs, checked, **where)
         return checked
 
     async def close(self) -> None:
@@ -350,24 +350,6 @@ class TFServingEngine:
         raise BadOutput(
             f"output {name!r} of shape {shape} holds {array.size} values, expected {count}", target=target, model=model
         )
-
-
-def _check_rows(
-    meta: ModelMetadata, inputs: Tensors, outputs: dict[str, np.ndarray], *, target: str, model: str
-) -> None:
-    """A batch model (every input and output declared [-1, ...]) answers one row per input row."""
-    specs = meta.inputs + meta.outputs
-    if not specs or not all(spec.shape and spec.shape[0] == -1 for spec in specs):
-        return
-    rows = {inputs[spec.name].shape[0] for spec in meta.inputs}
-    if len(rows) != 1:
-        return
-    (expected,) = rows
-    for name, value in outputs.items():
-        if value.shape[0] != expected:
-            raise BadOutput(
-                f"output {name!r} has {value.shape[0]} rows for {expected} input rows", target=target, model=model
-            )
 
 
 def _translate(code: grpc.StatusCode, details: str, timeout_s: float | None, *, target: str, model: str) -> EngineError:

@@ -11,7 +11,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput, model_config_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
-from engines._signature import check_inputs, check_outputs
+from engines._signature import check_inputs, check_outputs, check_rows
 from engines.base import Engine
 from engines.errors import (
     BadInput,
@@ -149,7 +149,7 @@ class TritonEngine:
             if value is not None:
                 outputs[spec.name] = value
         checked = check_outputs(meta, outputs, **where)
-        _check_rows(meta, inputs, checked, **where)
+        check_rows(meta, inputs, checked, **where)
         return checked
 
     async def close(self) -> None:
@@ -248,24 +248,6 @@ def _data_type_name(value: int) -> str:
         return str(model_config_pb2.DataType.Name(value))
     except ValueError:  # a number this client does not know
         return str(value)
-
-
-def _check_rows(
-    meta: ModelMetadata, inputs: Tensors, outputs: dict[str, np.ndarray], *, target: str, model: str
-) -> None:
-    """A batch model (every input and output declared [-1, ...]) answers one row per input row."""
-    specs = meta.inputs + meta.outputs
-    if not specs or not all(spec.shape and spec.shape[0] == -1 for spec in specs):
-        return
-    rows = {inputs[spec.name].shape[0] for spec in meta.inputs}
-    if len(rows) != 1:
-        return
-    (expected,) = rows
-    for name, value in outputs.items():
-        if value.shape[0] != expected:
-            raise BadOutput(
-                f"output {name!r} has {value.shape[0]} rows for {expected} input rows", target=target, model=model
-            )
 
 
 def _translate(error: InferenceServerException, timeout_s: float | None, *, target: str, model: str) -> EngineError:
