@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from engines._offload import Offloader
@@ -34,6 +35,27 @@ class ModelTable(Generic[S]):
 
     def add(self, loaded: Loaded[S]) -> None:
         self._models[loaded.metadata.name] = loaded
+
+    async def load(
+        self, offloader: Offloader, paths: Mapping[str, Path], load: Callable[[str, Path], Loaded[S]]
+    ) -> None:
+        """Load every model off the event loop, then mark the table started.
+
+        Raises `EngineUnavailable` naming the model whose file could not be loaded.
+        """
+        for model, path in paths.items():
+            try:
+                loaded = await offloader.run(load, model, path)
+            except EngineError:
+                raise
+            except Exception as error:
+                raise EngineUnavailable(f"cannot load {path}: {error}", target=self._engine, model=model) from error
+            self.add(loaded)
+        self.started = True
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.closed
 
     def get(self, model: ModelRef) -> Loaded[S]:
         """The model `model` names; `EngineUnavailable` before start or after close, `ModelNotFound` for an

@@ -15,7 +15,7 @@ from engines._local import Loaded, ModelTable, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
 from engines.base import Engine
-from engines.errors import BadInput, EngineError, EngineUnavailable
+from engines.errors import BadInput, EngineError
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -76,18 +76,10 @@ class OnnxEngine:
     async def start(self) -> None:
         """Load every session off the loop; raises `EngineUnavailable` naming the model that failed."""
         providers = self.providers
-        for model, path in self._paths.items():
-            try:
-                loaded = await self._offloader.run(self._load, model, path, providers)
-            except EngineError:
-                raise
-            except Exception as error:
-                raise EngineUnavailable(f"cannot load {path}: {error}", target=self.name, model=model) from error
-            self._models.add(loaded)
-        self._models.started = True
+        await self._models.load(self._offloader, self._paths, lambda model, path: self._load(model, path, providers))
 
     async def ready(self) -> bool:
-        return self._models.started and not self._models.closed
+        return self._models.ready
 
     async def metadata(self, model: ModelRef) -> ModelMetadata:
         return self._models.get(model).metadata

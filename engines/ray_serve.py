@@ -116,7 +116,7 @@ class RayServeEngine:
         log.info("ray serve engine started", extra={"engine": self.name, "models": sorted(signatures)})
 
     async def ready(self) -> bool:
-        return self._models.started and not self._models.closed
+        return self._models.ready
 
     async def metadata(self, model: ModelRef) -> ModelMetadata:
         return self._models.get(model).metadata

@@ -14,7 +14,6 @@ from engines._local import Loaded, ModelTable, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
 from engines.base import Engine
-from engines.errors import EngineError, EngineUnavailable
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
 INPUT = "features"
@@ -39,18 +38,10 @@ class XGBoostEngine:
 
     async def start(self) -> None:
         """Load every booster off the loop; raises `EngineUnavailable` naming the model that failed."""
-        for model, path in self._paths.items():
-            try:
-                loaded = await self._offloader.run(self._load, model, path)
-            except EngineError:
-                raise
-            except Exception as error:
-                raise EngineUnavailable(f"cannot load {path}: {error}", target=self.name, model=model) from error
-            self._models.add(loaded)
-        self._models.started = True
+        await self._models.load(self._offloader, self._paths, self._load)
 
     async def ready(self) -> bool:
-        return self._models.started and not self._models.closed
+        return self._models.ready
 
     async def metadata(self, model: ModelRef) -> ModelMetadata:
         return self._models.get(model).metadata
