@@ -139,13 +139,6 @@ EngineConfig = Annotated[
 ]
 
 
-class OffloadConfig(_Config):
-    """The shared inference thread pool (see `engines._offload.Offloader`)."""
-
-    max_workers: PositiveInt = 2
-    max_pending: Annotated[int, Field(ge=0)] = 64
-
-
 class BreakerConfig(_Config):
     """A target's circuit breaker (see `engines.breaker.Breaker`).
 
@@ -206,7 +199,6 @@ class EnginesConfig(_Config):
 
     engines: dict[str, EngineConfig]
     routes: dict[str, RouteConfig]
-    offload: OffloadConfig = OffloadConfig()
 
     @model_validator(mode="after")
     def _targets_name_engines(self) -> EnginesConfig:

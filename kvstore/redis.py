@@ -73,10 +73,6 @@ class _Unreachable(ConnectionError):
     """A node could not be reached or dropped the connection, after the one retry."""
 
 
-class _Redirect(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class RedisAddress:
     host: str
