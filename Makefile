@@ -17,7 +17,7 @@ lint:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-demo:             ## build the demo world (first time ~2 min), serve it, rank member 42's feed, stop
+demo:             ## build the demo world (first time ~15 s), serve it, rank member 42's feed, stop
 	VENV=$(VENV) WORLD=$(WORLD) scripts/demo.sh
 
 world:
