@@ -5,9 +5,14 @@ Usage: python benchmarks/oip_overhead.py [--world var/world] [--concurrency 1 4]
 
 A real Triton server (PyTriton, from the Triton venv; see tests/peers/triton_server.py) serves the
 world's ranker as `feed_ranker`; a gateway process routes its `feed_ranker` to that server (engine kind
-`triton`). perf_analyzer sends the same [1, 77] FP32 tensor of zeros to both (random bytes would hold
+`triton`). perf_analyzer sends the same [rows, 77] FP32 tensor of zeros to each (random bytes would hold
 NaNs, which Quasar refuses) with synchronous calls, `--rounds` times each, alternating, and the median
 round per target is compared. Goal: Quasar's p50 within 1.15x of Triton's.
+
+A third target separates the cost of the extra hop from Quasar's own: a bare grpc.aio pass-through proxy
+(benchmarks/grpc_passthrough_proxy.py: bytes in, bytes out, no parsing) in front of the same Triton. No
+Python gRPC gateway can beat it, so `quasar/passthrough` is what Quasar's routing, checks and metrics
+cost, and `passthrough/triton` is what one more Python gRPC hop costs on this machine.
 
 perf_analyzer needs Debian's libb64-0d (`apt-get install -y libb64-0d`) and libcudart.so.12 from the
 nvidia-cuda-runtime-cu12 wheel on LD_LIBRARY_PATH, even on CPU; this script adds the latter.
@@ -152,6 +157,19 @@ def start_gateway(world: Path, triton_url: str, config_dir: Path) -> tuple[subpr
     raise SystemExit(f"gateway exited before listening (code {process.wait()})")
 
 
+def start_passthrough(triton_url: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "grpc_passthrough_proxy.py"), triton_url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    found = re.search(r"listening on ([\d.]+:\d+)", process.stdout.readline())
+    if not found:
+        raise SystemExit(f"pass-through proxy exited before listening (code {process.wait()})")
+    return process, found.group(1)
+
+
 def median_round(rounds: list[Round]) -> Round:
     """The round with the median p50 (a real measurement, not a mix of several)."""
     return sorted(rounds, key=lambda r: r.p50_us)[len(rounds) // 2]
@@ -178,24 +196,28 @@ def main() -> None:
 
     build_world(args.world, progress=True)
     with tempfile.TemporaryDirectory(prefix="oip-overhead-") as scratch, start_triton_peer(args.world) as peer:
-        process, gateway_url = start_gateway(args.world.resolve(), peer.url_grpc, Path(scratch))
+        gateway, gateway_url = start_gateway(args.world.resolve(), peer.url_grpc, Path(scratch))
+        proxy, proxy_url = start_passthrough(peer.url_grpc)
         try:
             print(f"\nperf_analyzer, model {MODEL}, FP32 [rows, {WIDTH}] zeros, {args.rounds} rounds each")
             print(f"  triton direct: {peer.url_grpc}    quasar ModelInfer -> triton: {gateway_url}")
+            print(f"  bare grpc.aio pass-through proxy -> triton: {proxy_url}")
             missed = False
             for concurrency, rows in itertools.product(args.concurrency, args.rows):
                 settings = Settings(
                     concurrency, rows, args.measurement_interval_ms, args.stability_percentage, Path(scratch)
                 )
-                triton_rounds: list[Round] = []
-                quasar_rounds: list[Round] = []
-                for _ in range(args.rounds):  # alternate, so drift on the machine hits both alike
-                    # Triton's model batches; Quasar's logical model declares the full [-1, 77] shape.
-                    triton_rounds.append(measure(peer.url_grpc, settings, "triton", batching=True))
-                    quasar_rounds.append(measure(gateway_url, settings, "quasar", batching=False))
-                triton, quasar = median_round(triton_rounds), median_round(quasar_rounds)
+                rounds: dict[str, list[Round]] = {"triton": [], "passthrough": [], "quasar": []}
+                for _ in range(args.rounds):  # alternate, so drift on the machine hits all alike
+                    # Triton's model batches (so does the proxy, which forwards its config); Quasar's
+                    # logical model declares the full [-1, 77] shape.
+                    rounds["triton"].append(measure(peer.url_grpc, settings, "triton", batching=True))
+                    rounds["passthrough"].append(measure(proxy_url, settings, "passthrough", batching=True))
+                    rounds["quasar"].append(measure(gateway_url, settings, "quasar", batching=False))
+                triton, passthrough, quasar = (median_round(rounds[name]) for name in rounds)
                 print(f"\nconcurrency {concurrency}, {rows} rows per request")
                 show("triton direct", triton)
+                show("pass-through -> triton", passthrough)
                 show("quasar -> triton", quasar)
                 p50_ratio, avg_ratio = quasar.p50_us / triton.p50_us, quasar.avg_us / triton.avg_us
                 added_ms = (quasar.p50_us - triton.p50_us) / 1e3
@@ -206,12 +228,17 @@ def main() -> None:
                     f"p99 {quasar.p99_us / triton.p99_us:.2f}x  -> {verdict} the {GOAL:.2f}x goal"
                 )
                 print(
-                    f"  p50 of every round (ms): triton {[round(r.p50_us / 1e3, 3) for r in triton_rounds]}, "
-                    f"quasar {[round(r.p50_us / 1e3, 3) for r in quasar_rounds]}"
+                    f"  one bare Python gRPC hop: pass-through/triton p50 {passthrough.p50_us / triton.p50_us:.2f}x "
+                    f"(+{(passthrough.p50_us - triton.p50_us) / 1e3:.3f} ms); Quasar's own work: "
+                    f"quasar/pass-through p50 {quasar.p50_us / passthrough.p50_us:.2f}x "
+                    f"(+{(quasar.p50_us - passthrough.p50_us) / 1e3:.3f} ms)"
                 )
+                every = ", ".join(f"{name} {[round(r.p50_us / 1e3, 3) for r in rs]}" for name, rs in rounds.items())
+                print(f"  p50 of every round (ms): {every}")
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            for process in (gateway, proxy):
+                process.terminate()
+                process.wait(timeout=30)
     if missed:
         print(f"\nthe {GOAL:.2f}x goal was missed for some concurrency and size", file=sys.stderr)
 

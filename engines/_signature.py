@@ -5,6 +5,7 @@ Both checks are O(number of tensors) in Python plus vectorised numpy work; they 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -78,7 +79,8 @@ def check_rows(
 def _mismatch(kind: str, spec: TensorSpec, value: object) -> str | None:
     if not isinstance(value, np.ndarray):
         return f"{kind} {spec.name!r} must be a numpy array, got {type(value).__name__}"
-    if value.dtype.name != spec.dtype:
+    expected = _numpy_dtype(spec.dtype)  # compared as dtypes: numpy computes `.dtype.name` in Python
+    if expected is None or value.dtype != expected:
         return f"{kind} {spec.name!r} has dtype {value.dtype.name}; model expects {spec.dtype}"
     if value.ndim != len(spec.shape):
         return (
@@ -93,6 +95,15 @@ def _mismatch(kind: str, spec: TensorSpec, value: object) -> str | None:
             f"(dimension {axis} must be {spec.shape[axis]}, got {value.shape[axis]})"
         )
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _numpy_dtype(name: str) -> np.dtype[np.generic] | None:
+    """The native-order numpy dtype of a declared dtype name; None for names numpy does not know."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None
 
 
 def _bad_axes(actual: Sequence[int], declared: Sequence[int]) -> list[int]:

@@ -1,15 +1,21 @@
-"""Triton Inference Server over gRPC (`tritonclient.grpc.aio`). The only module that imports tritonclient."""
+"""Triton Inference Server over gRPC, with the Open Inference Protocol stubs tritonclient ships.
+
+The only engine module importing tritonclient. Calls go straight through its generated
+`GRPCInferenceServiceStub` on one grpc.aio channel rather than through `tritonclient.grpc.aio`'s
+`InferenceServerClient`: that client wraps every tensor in Python objects per call (InferInput,
+InferRequestedOutput, InferResult), which cost more than the rest of a proxied call's Python work.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import numpy as np
-from tritonclient.grpc import InferInput, InferRequestedOutput, model_config_pb2
-from tritonclient.grpc.aio import InferenceServerClient
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from engines._signature import check_inputs, check_outputs, check_rows
 from engines.base import Engine
@@ -33,10 +39,22 @@ _CHANNEL_ARGS = [
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 30_000),
 ]
-# Triton's datatypes we send and read as raw bytes; BYTES (strings) are not raw.
-_RAW_DATATYPES = frozenset(
-    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
-)
+# Triton's datatypes we send and read as raw little-endian bytes; BYTES (strings) and BF16 are not raw.
+_RAW_DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype("<?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+_DATATYPE_OF = {dtype.newbyteorder("=").name: datatype for datatype, dtype in _RAW_DATATYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,7 @@ class _Served:
     metadata: ModelMetadata
     max_batch_size: int
     versions: tuple[str, ...]
+    input_datatypes: tuple[str, ...]  # Triton's datatype of each of metadata.inputs, in order
 
 
 class TritonEngine:
@@ -83,13 +102,16 @@ class TritonEngine:
         self._remote = dict(models)
         self._headers = dict(headers or {})
         self._startup_timeout_s = startup_timeout_s
-        self._client: InferenceServerClient | None = None
+        self._metadata_pairs = tuple(self._headers.items())
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None  # service_pb2_grpc.GRPCInferenceServiceStub (untyped generated code)
         self._served: dict[str, _Served] = {}
         self._started = False
         self._closed = False
 
     async def start(self) -> None:
-        self._client = InferenceServerClient(self.url, channel_args=_CHANNEL_ARGS)
+        self._channel = grpc.aio.insecure_channel(self.url, options=_CHANNEL_ARGS)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         for model, remote in self._remote.items():
             self._served[model] = await self._describe(model, remote)
         self._started = True
@@ -121,55 +143,40 @@ class TritonEngine:
                 raise BadInput(
                     f"batch of {rows} rows exceeds the model's max_batch_size {served.max_batch_size}", **where
                 )
-        infer_inputs = []
-        for spec in meta.inputs:
-            value = np.ascontiguousarray(inputs[spec.name])
-            infer_inputs.append(
-                InferInput(spec.name, list(value.shape), np_to_triton_dtype(value.dtype)).set_data_from_numpy(value)
-            )
-        requested = [InferRequestedOutput(spec.name) for spec in meta.outputs]
-        assert self._client is not None  # _lookup checked the engine is started
-        try:
-            result = await self._client.infer(
-                served.remote,
-                infer_inputs,
-                model_version=model.version or "",
-                outputs=requested,
-                client_timeout=timeout_s,
-                headers=self._headers,
-            )
-        except InferenceServerException as error:
-            raise _translate(error, timeout_s, **where) from None
-        outputs: dict[str, object] = {}
+        request = service_pb2.ModelInferRequest(model_name=served.remote, model_version=model.version or "")
+        for spec, datatype in zip(meta.inputs, served.input_datatypes, strict=True):
+            value = inputs[spec.name]
+            request.inputs.add(name=spec.name, datatype=datatype, shape=value.shape)
+            # tobytes() is one C-order copy (x86 and ARM are little endian, as the protocol's raw contents)
+            request.raw_input_contents.append(value.tobytes())
         for spec in meta.outputs:
-            try:
-                value = result.as_numpy(spec.name)
-            except (ValueError, TypeError) as error:  # raw contents that do not fill the declared shape
-                raise BadOutput(f"output {spec.name!r} cannot be decoded: {error}", **where) from None
-            if value is not None:
-                outputs[spec.name] = value
-        checked = check_outputs(meta, outputs, **where)
+            request.outputs.add(name=spec.name)
+        try:
+            response = await self._stub.ModelInfer(request, timeout=timeout_s, metadata=self._metadata_pairs)
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error, timeout_s, **where) from None
+        checked = check_outputs(meta, _decode_outputs(response, **where), **where)
         check_rows(meta, inputs, checked, **where)
         return checked
 
     async def close(self) -> None:
         self._closed = True
-        if self._client is not None:
-            await self._client.close()
+        if self._channel is not None:
+            await self._channel.close(grace=None)
 
     # -- startup ----------------------------------------------------------------------------------------
 
     async def _describe(self, model: str, remote: str) -> _Served:
         where = {"target": self.name, "model": model}
-        client = self._client
-        assert client is not None
+        stub = self._stub
+        call = {"timeout": self._startup_timeout_s, "metadata": self._metadata_pairs}
         timeout_s = self._startup_timeout_s
         try:
-            meta = await client.get_model_metadata(remote, headers=self._headers, client_timeout=timeout_s)
-            if not await client.is_model_ready(remote, headers=self._headers, client_timeout=timeout_s):
+            meta = await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=remote), **call)
+            if not (await stub.ModelReady(service_pb2.ModelReadyRequest(name=remote), **call)).ready:
                 raise EngineUnavailable(f"Triton model {remote!r} at {self.url} is not ready", **where)
-            config = (await client.get_model_config(remote, headers=self._headers, client_timeout=timeout_s)).config
-        except InferenceServerException as error:
+            config = (await stub.ModelConfig(service_pb2.ModelConfigRequest(name=remote), **call)).config
+        except grpc.aio.AioRpcError as error:
             raise _translate(error, timeout_s, **where) from None
         batch = int(config.max_batch_size)
         problems = [
@@ -193,6 +200,7 @@ class TritonEngine:
             ),
             max_batch_size=batch,
             versions=versions,
+            input_datatypes=tuple(str(t.datatype) for t in meta.inputs),
         )
 
     def _lookup(self, model: ModelRef) -> _Served:
@@ -220,7 +228,7 @@ def _spec(kind: str, tensor: Any, *, target: str, model: str) -> TensorSpec:
             target=target,
             model=model,
         )
-    dtype = np.dtype(triton_to_np_dtype(tensor.datatype)).name
+    dtype = _RAW_DATATYPES[tensor.datatype].newbyteorder("=").name
     return TensorSpec(name=tensor.name, dtype=dtype, shape=tuple(int(d) if d >= 0 else -1 for d in tensor.shape))
 
 
@@ -250,22 +258,46 @@ def _data_type_name(value: int) -> str:
         return str(value)
 
 
-def _translate(error: InferenceServerException, timeout_s: float | None, *, target: str, model: str) -> EngineError:
+def _decode_outputs(response: Any, *, target: str, model: str) -> dict[str, object]:
+    """Arrays (read-only views of the reply's bytes) for every raw output in a ModelInferResponse."""
+    raw = response.raw_output_contents
+    if len(raw) != len(response.outputs):
+        raise BadOutput(
+            f"{len(raw)} raw_output_contents for {len(response.outputs)} outputs", target=target, model=model
+        )
+    outputs: dict[str, object] = {}
+    for tensor, data in zip(response.outputs, raw, strict=True):
+        dtype = _RAW_DATATYPES.get(tensor.datatype)
+        if dtype is None:
+            raise BadOutput(f"output {tensor.name!r} has datatype {tensor.datatype}", target=target, model=model)
+        shape = tuple(tensor.shape)
+        if len(data) != math.prod(shape) * dtype.itemsize:
+            raise BadOutput(
+                f"output {tensor.name!r} cannot be decoded: {len(data)} bytes for shape {list(shape)} "
+                f"of {tensor.datatype}",
+                target=target,
+                model=model,
+            )
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        outputs[tensor.name] = array if array.dtype.isnative else array.astype(dtype.newbyteorder("="))
+    return outputs
+
+
+def _translate(error: grpc.aio.AioRpcError, timeout_s: float | None, *, target: str, model: str) -> EngineError:
     where = {"target": target, "model": model}
-    status = str(error.status() or "")
-    code = status.removeprefix("StatusCode.")
-    message = f"{code or 'ERROR'}: {error.message()}"
-    if code == "UNAVAILABLE":
+    code = error.code()
+    message = f"{code.name}: {error.details() or ''}"
+    if code is grpc.StatusCode.UNAVAILABLE:
         return EngineUnavailable(message, **where)
-    if code == "DEADLINE_EXCEEDED":
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return EngineTimeout(f"no answer within {timeout_s}s ({message})", **where)
-    if code == "NOT_FOUND":
+    if code is grpc.StatusCode.NOT_FOUND:
         return ModelNotFound(message, **where)
-    if code == "INVALID_ARGUMENT":
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
         return BadInput(message, **where)
-    if code == "RESOURCE_EXHAUSTED":
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return EngineOverloaded(message, **where)
-    if code == "CANCELLED":  # our channel closed under the call (our own task's cancellation re-raises)
+    if code is grpc.StatusCode.CANCELLED:  # our channel closed under the call (our own task's cancellation re-raises)
         return EngineUnavailable(message, **where)
     return EngineError(message, **where)
 

@@ -59,6 +59,8 @@ _NUMPY: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
 }
 _DATATYPE = {dtype.name: datatype for datatype, dtype in _NUMPY.items()}
+_DATATYPE_OF_DTYPE = {dtype: datatype for datatype, dtype in _NUMPY.items()}  # hashed as dtypes: `.name` is slow
+_LITTLE_ENDIAN = {dtype: dtype.newbyteorder("<") for dtype in _NUMPY.values()}
 _TYPED_FIELD = {
     "BOOL": "bool_contents",
     "UINT8": "uint_contents",
@@ -215,7 +217,7 @@ def decode_inputs(request: Any) -> dict[str, np.ndarray]:
                     f"input {tensor.name!r}: {len(data)} bytes of raw contents; shape {list(shape)} of "
                     f"{tensor.datatype} needs {count * dtype.itemsize}"
                 )
-            array = np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(shape)
+            array = np.frombuffer(data, dtype=_LITTLE_ENDIAN[dtype]).reshape(shape)
             inputs[tensor.name] = array if array.dtype.isnative else array.astype(dtype)
         else:
             field = _TYPED_FIELD.get(tensor.datatype)
@@ -241,6 +243,9 @@ def requested_outputs(request: Any) -> list[str]:
     """Names of the outputs asked for (empty: all). Shared memory and classification are refused."""
     names = []
     for output in request.outputs:
+        if not output.parameters:
+            names.append(output.name)
+            continue
         unsupported = sorted(
             key for key in output.parameters if key.startswith("shared_memory") or key == "classification"
         )
@@ -258,11 +263,14 @@ def encode_outputs(outputs: Mapping[str, np.ndarray], requested: list[str], resp
         raise invalid_argument(f"requested outputs {unknown} do not exist; outputs: {list(outputs)}")
     for name in requested or list(outputs):
         array = outputs[name]
-        datatype = _DATATYPE.get(array.dtype.name)
+        native = array.dtype if array.dtype.isnative else array.dtype.newbyteorder("=")
+        datatype = _DATATYPE_OF_DTYPE.get(native)
         if datatype is None:  # our engines answer numeric tensors only: a bug, not the client's fault
             raise TypeError(f"output {name!r} has dtype {array.dtype} with no inference-protocol datatype")
         response.outputs.add(name=name, datatype=datatype, shape=array.shape)
-        response.raw_output_contents.append(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
+        little = _LITTLE_ENDIAN[native]
+        # tobytes() copies in C order; only a big-endian host needs the conversion first
+        response.raw_output_contents.append((array if little == array.dtype else array.astype(little)).tobytes())
 
 
 def routing_key(request: Any) -> int:
