@@ -21,6 +21,7 @@ from engines.breaker import Breaker, BreakerState, CircuitOpen, StateListener
 from engines.config import BreakerConfig, RouteConfig, TargetConfig, undefined_engines
 from engines.errors import BadInput, EngineError, EngineTimeout, ModelNotFound
 from engines.route_metrics import RouteMetrics, error_outcome
+from engines.route_signatures import signature_conflicts
 from engines.shadow import ShadowCalls
 from engines.types import ModelMetadata, ModelRef, Tensors
 
@@ -226,8 +227,9 @@ class Router:
     async def swap_routes(self, routes: Mapping[str, RouteConfig]) -> None:
         """Replace every route at once. New targets are resolved first (once started), so a bad route
         raises here and the old routes stay in force. Raises ValueError for an unknown engine or for
-        routes giving one target label two breaker configs; `EngineError` for a target that cannot be
-        resolved (its engine does not serve the model, or is down)."""
+        routes giving one target label two breaker configs or whose targets take different tensors;
+        `EngineError` for a target that cannot be resolved (its engine does not serve the model, or is
+        down)."""
         new_routes, new_breakers = self._build(routes)
         if self._started:
             await self._resolve(new_routes)
@@ -349,6 +351,9 @@ class Router:
         self._published = set(self._breakers)
 
     async def _resolve(self, routes: Mapping[str, _Route]) -> None:
+        """Resolve every target's metadata (`EngineError` naming the route and target when one cannot
+        be), then check that each route's targets take the same inputs and give the same outputs
+        (`ValueError` listing the differences), so a swap or a fallback never changes what callers get."""
         for route in routes.values():
             for target in route.all_targets():
                 try:
@@ -357,6 +362,17 @@ class Router:
                     raise type(error)(
                         f"route {route.name!r} target {target.label}: {error}", target=error.target, model=route.name
                     ) from error
+        for route in routes.values():
+            first, *rest = route.all_targets()
+            assert first.metadata is not None  # resolved above
+            problems = signature_conflicts(
+                (first.label, first.metadata),
+                [(t.label, t.metadata, t not in route.shadow) for t in rest if t.metadata is not None],
+            )
+            if problems:
+                raise ValueError(
+                    f"route {route.name!r}: its targets do not take the same tensors: {'; '.join(problems)}"
+                )
 
     @staticmethod
     def _exhausted(

@@ -126,8 +126,23 @@ async def test_without_a_token_setting_there_is_no_admin_service(gateway: Runnin
             "FAILED_PRECONDITION",
             "route 'first_pass' target xgb_b/fpr_typo",
         ),
+        (
+            "first_pass: {targets: [{engine: xgb_a, model: first_pass}], "
+            "fallback: [{engine: local_onnx, model: feed_ranker}]}",
+            "INVALID_ARGUMENT",
+            "route 'first_pass': its targets do not take the same tensors",
+        ),
     ],
-    ids=["yaml", "not-a-mapping", "no-targets", "zero-weight", "extra-field", "unknown-engine", "unknown-model"],
+    ids=[
+        "yaml",
+        "not-a-mapping",
+        "no-targets",
+        "zero-weight",
+        "extra-field",
+        "unknown-engine",
+        "unknown-model",
+        "other-signature",
+    ],
 )
 async def test_bad_routes_are_refused_and_change_nothing(
     admin: admin_pb2_grpc.AdminServiceStub, routes: str, code: str, message: str
