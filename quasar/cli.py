@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quasar.cli_embeddings import embeddings
+from quasar.cli_routes import routes
 from quasar.v1 import feed_pb2, feed_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -184,6 +185,7 @@ def demo(world_dir: Path, port: int, seed: int) -> None:
 
 
 main.add_command(embeddings)
+main.add_command(routes)
 
 
 from quasar.cli_ray import ray  # noqa: E402  (a command group of its own module, registered last)
