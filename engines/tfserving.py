@@ -18,28 +18,18 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
+from engines._grpc import CHANNEL_OPTIONS, engine_error
 from engines._signature import check_inputs, check_outputs, check_rows
 from engines.base import Engine
 from engines.errors import (
-    BadInput,
     BadOutput,
     EngineError,
-    EngineOverloaded,
     EngineTimeout,
     EngineUnavailable,
     ModelNotFound,
 )
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-_CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # A restarted server is found again within a second or two, not after gRPC's default 2-minute backoff.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 30_000),
-)
 # TF Serving answers an unknown version label with INVALID_ARGUMENT; for us it is a missing model version.
 _UNKNOWN_LABEL = "Unrecognized servable version label"
 
@@ -152,7 +142,7 @@ class TFServingEngine:
     async def start(self) -> None:
         """Import the protos, open the channel, check the model's status and signature."""
         self._protos = await asyncio.to_thread(_load_protos)
-        self._channel = grpc.aio.insecure_channel(self.url, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS)
         self._predict_stub = self._protos.prediction_grpc.PredictionServiceStub(self._channel)
         self._model_stub = self._protos.model_grpc.ModelServiceStub(self._channel)
         where = {"target": self.name, "model": self.model_name}
@@ -295,7 +285,7 @@ class TFServingEngine:
         try:
             return await method(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as error:
-            raise _translate(error.code(), error.details() or "", timeout_s, target=target, model=model) from None
+            raise _translate(error, timeout_s, target=target, model=model) from None
 
     # -- tensors ----------------------------------------------------------------------------------------
 
@@ -352,22 +342,11 @@ class TFServingEngine:
         )
 
 
-def _translate(code: grpc.StatusCode, details: str, timeout_s: float | None, *, target: str, model: str) -> EngineError:
-    where = {"target": target, "model": model}
-    message = f"{code.name}: {details}"
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return EngineUnavailable(message, **where)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return EngineTimeout(f"no answer within {timeout_s}s ({message})", **where)
-    if code == grpc.StatusCode.NOT_FOUND or (code == grpc.StatusCode.INVALID_ARGUMENT and _UNKNOWN_LABEL in details):
-        return ModelNotFound(message, **where)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return BadInput(message, **where)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return EngineOverloaded(message, **where)
-    if code == grpc.StatusCode.CANCELLED:  # our channel closed under the call (not our task: that re-raises)
-        return EngineUnavailable(message, **where)
-    return EngineError(message, **where)
+def _translate(error: grpc.aio.AioRpcError, timeout_s: float | None, *, target: str, model: str) -> EngineError:
+    """The shared table, but an unknown version label (INVALID_ARGUMENT from TF Serving) is a missing model."""
+    if error.code() is grpc.StatusCode.INVALID_ARGUMENT and _UNKNOWN_LABEL in (error.details() or ""):
+        return ModelNotFound(f"{error.code().name}: {error.details()}", target=target, model=model)
+    return engine_error(error, timeout_s, target=target, model=model)
 
 
 if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a caller

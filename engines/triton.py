@@ -17,44 +17,18 @@ import grpc
 import numpy as np
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
+from engines._grpc import CHANNEL_OPTIONS, engine_error
 from engines._signature import check_inputs, check_outputs, check_rows
 from engines.base import Engine
 from engines.errors import (
     BadInput,
     BadOutput,
-    EngineError,
-    EngineOverloaded,
     EngineTimeout,
     EngineUnavailable,
     ModelNotFound,
 )
+from engines.oip_datatypes import LITTLE_ENDIAN, NATIVE
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
-
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-_CHANNEL_ARGS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # A restarted server is found again within a second or two, not after gRPC's default 2-minute backoff.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 30_000),
-]
-# Triton's datatypes we send and read as raw little-endian bytes; BYTES (strings) and BF16 are not raw.
-_RAW_DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype("<?"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-_DATATYPE_OF = {dtype.newbyteorder("=").name: datatype for datatype, dtype in _RAW_DATATYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -110,7 +84,7 @@ class TritonEngine:
         self._closed = False
 
     async def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.url, options=_CHANNEL_ARGS)
+        self._channel = grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         for model, remote in self._remote.items():
             self._served[model] = await self._describe(model, remote)
@@ -154,7 +128,7 @@ class TritonEngine:
         try:
             response = await self._stub.ModelInfer(request, timeout=timeout_s, metadata=self._metadata_pairs)
         except grpc.aio.AioRpcError as error:
-            raise _translate(error, timeout_s, **where) from None
+            raise engine_error(error, timeout_s, **where) from None
         checked = check_outputs(meta, _decode_outputs(response, **where), **where)
         check_rows(meta, inputs, checked, **where)
         return checked
@@ -177,7 +151,7 @@ class TritonEngine:
                 raise EngineUnavailable(f"Triton model {remote!r} at {self.url} is not ready", **where)
             config = (await stub.ModelConfig(service_pb2.ModelConfigRequest(name=remote), **call)).config
         except grpc.aio.AioRpcError as error:
-            raise _translate(error, timeout_s, **where) from None
+            raise engine_error(error, timeout_s, **where) from None
         batch = int(config.max_batch_size)
         problems = [
             *_compare("input", meta.inputs, config.input, batch),
@@ -222,13 +196,13 @@ class TritonEngine:
 
 
 def _spec(kind: str, tensor: Any, *, target: str, model: str) -> TensorSpec:
-    if tensor.datatype not in _RAW_DATATYPES:
+    if tensor.datatype not in LITTLE_ENDIAN:
         raise EngineUnavailable(
             f"{kind} {tensor.name!r} has datatype {tensor.datatype}, which this engine does not send as raw bytes",
             target=target,
             model=model,
         )
-    dtype = _RAW_DATATYPES[tensor.datatype].newbyteorder("=").name
+    dtype = NATIVE[tensor.datatype].name
     return TensorSpec(name=tensor.name, dtype=dtype, shape=tuple(int(d) if d >= 0 else -1 for d in tensor.shape))
 
 
@@ -267,7 +241,7 @@ def _decode_outputs(response: Any, *, target: str, model: str) -> dict[str, obje
         )
     outputs: dict[str, object] = {}
     for tensor, data in zip(response.outputs, raw, strict=True):
-        dtype = _RAW_DATATYPES.get(tensor.datatype)
+        dtype = LITTLE_ENDIAN.get(tensor.datatype)
         if dtype is None:
             raise BadOutput(f"output {tensor.name!r} has datatype {tensor.datatype}", target=target, model=model)
         shape = tuple(tensor.shape)
@@ -281,25 +255,6 @@ def _decode_outputs(response: Any, *, target: str, model: str) -> dict[str, obje
         array = np.frombuffer(data, dtype=dtype).reshape(shape)
         outputs[tensor.name] = array if array.dtype.isnative else array.astype(dtype.newbyteorder("="))
     return outputs
-
-
-def _translate(error: grpc.aio.AioRpcError, timeout_s: float | None, *, target: str, model: str) -> EngineError:
-    where = {"target": target, "model": model}
-    code = error.code()
-    message = f"{code.name}: {error.details() or ''}"
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return EngineUnavailable(message, **where)
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return EngineTimeout(f"no answer within {timeout_s}s ({message})", **where)
-    if code is grpc.StatusCode.NOT_FOUND:
-        return ModelNotFound(message, **where)
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return BadInput(message, **where)
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return EngineOverloaded(message, **where)
-    if code is grpc.StatusCode.CANCELLED:  # our channel closed under the call (our own task's cancellation re-raises)
-        return EngineUnavailable(message, **where)
-    return EngineError(message, **where)
 
 
 if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a caller
