@@ -80,7 +80,10 @@ class EmbeddedAdmin(embedded.EmbeddedStore):
 
     def __init__(self, root: Path, name: str = "embedded") -> None:
         super().__init__(root, name)
-        self.root = Path(root)
+
+    @property
+    def root(self) -> Path:
+        return self._root
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -131,7 +134,7 @@ class EmbeddedAdmin(embedded.EmbeddedStore):
         current = embedded.current_version(self.root, table)
         out = []
         for version in embedded.list_versions(self.root, table):
-            meta = json.loads((self._version_dir(table, version) / "meta.json").read_text())
+            meta = json.loads((embedded._version_dir(self.root, table, version) / "meta.json").read_text())
             info = TableInfo(table, version, int(meta["dim"]), str(meta["dtype"]), int(meta["count"]))
             out.append(VersionInfo(info=info, created_at=str(meta["created_at"]), current=version == current))
         return sorted(out, key=lambda v: (v.created_at, v.info.version))
@@ -139,16 +142,13 @@ class EmbeddedAdmin(embedded.EmbeddedStore):
     async def delete_version(self, table: str, version: str) -> None:
         if version == embedded.current_version(self.root, table):
             raise ValueError(f"{table}@{version} is current: make another version current first")
-        directory = self._version_dir(table, version)
+        directory = embedded._version_dir(self.root, table, version)
         if not (directory / "meta.json").is_file():
             raise TableNotFound(f"no version {version!r}", store=self.name, table=table)
         # Renamed first so the version disappears at once; readers that mapped it keep their mapping.
         doomed = directory.with_name(f".gc-{version}-{os.getpid()}")
         directory.rename(doomed)
         shutil.rmtree(doomed)
-
-    def _version_dir(self, table: str, version: str) -> Path:
-        return self.root / table / "versions" / version
 
 
 if TYPE_CHECKING:

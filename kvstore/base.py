@@ -62,3 +62,30 @@ class EmbeddingStore(Protocol):
     ) -> Lookup: ...
 
     async def close(self) -> None: ...
+
+
+def as_ids(ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """`ids` as a 1-D int64 array (no copy when it already is one); ValueError for anything else."""
+    query = np.asarray(ids)
+    if query.ndim != 1 or (query.size and query.dtype.kind not in "iu"):
+        raise ValueError(f"ids must be a 1-D integer array, got {query.dtype} {query.shape}")
+    return query.astype(np.int64, copy=False)
+
+
+def sorted_table(ids: npt.ArrayLike, vectors: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], np.ndarray]:
+    """A table to write, checked and sorted by id: (int64 ids ascending, their vectors in that order).
+    ValueError for ids that are not 1-D integers, do not fit in int64 or repeat, and for vectors that
+    are not [len(ids), dim >= 1]."""
+    id_array, matrix = np.asarray(ids), np.asarray(vectors)
+    if id_array.ndim != 1 or (id_array.size and id_array.dtype.kind not in "iu"):
+        raise ValueError(f"ids must be a 1-D integer array, got {id_array.dtype} {id_array.shape}")
+    if id_array.dtype.kind == "u" and id_array.size and id_array.max() > np.iinfo(np.int64).max:
+        raise ValueError("ids must fit in int64")
+    if matrix.ndim != 2 or matrix.shape[0] != id_array.shape[0] or matrix.shape[1] < 1:
+        raise ValueError(f"vectors must be [{id_array.shape[0]}, dim >= 1], got {matrix.shape}")
+    order = np.argsort(id_array, kind="stable")
+    sorted_ids = id_array[order].astype(np.int64)
+    duplicated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
+    if duplicated.size:
+        raise ValueError(f"{duplicated.size} duplicate ids, e.g. {int(duplicated[0])}")
+    return sorted_ids, matrix[order]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from kvstore.base import EmbeddingStore, Lookup, TableInfo
+from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, sorted_table
 from kvstore.errors import CorruptValue, StoreUnavailable, TableNotFound
 
 CURRENT = "CURRENT"
@@ -135,19 +135,9 @@ def write_version(
 
 
 def _prepare(ids: np.ndarray, vectors: np.ndarray, dtype: str) -> tuple[npt.NDArray[np.int64], np.ndarray]:
-    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-        raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
-    if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
-        raise ValueError("ids must fit in int64")
-    if vectors.ndim != 2 or vectors.shape[0] != ids.shape[0] or vectors.shape[1] < 1:
-        raise ValueError(f"vectors must be [{ids.shape[0]}, dim >= 1], got {vectors.shape}")
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order].astype(np.int64)
-    duplicated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
-    if duplicated.size:
-        raise ValueError(f"{duplicated.size} duplicate ids, e.g. {int(duplicated[0])}")
+    sorted_ids, ordered = sorted_table(ids, vectors)
     with np.errstate(over="ignore"):
-        stored = np.ascontiguousarray(vectors[order], dtype=dtype)
+        stored = np.ascontiguousarray(ordered, dtype=dtype)
     if not np.isfinite(stored).all():
         raise ValueError(f"vectors hold values that are not finite as {dtype}")
     return sorted_ids, stored
@@ -343,11 +333,9 @@ class EmbeddedStore:
         """Rows for `ids` in their order from exactly `version`; `timeout_s` is accepted for the protocol
         (the work is a few microseconds inline, nothing to wait for)."""
         self._check_started()
-        query = np.asarray(ids)
-        if query.ndim != 1 or (query.size and query.dtype.kind not in "iu"):
-            raise ValueError(f"ids must be a 1-D integer array, got {query.dtype} {query.shape}")
+        query = as_ids(ids)
         mapped = self._mapped(table, self._table(table), version)
-        vectors, found = _gather(mapped, query.astype(np.int64, copy=False))
+        vectors, found = _gather(mapped, query)
         return Lookup(vectors=vectors, found=found, version=version)
 
     def _check_started(self) -> None:

@@ -58,7 +58,7 @@ from kvstore._redis_layout import (
     versions_key,
 )
 from kvstore.admin import Progress, TableAdmin, VersionInfo
-from kvstore.base import EmbeddingStore, Lookup, TableInfo
+from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, sorted_table
 from kvstore.codec import header, pack_rows, unpack_rows
 from kvstore.errors import StoreError, StoreTimeout, StoreUnavailable, TableNotFound
 
@@ -399,10 +399,7 @@ class RedisStore:
     ) -> Lookup:
         """Rows for `ids` in their order from exactly `version`, in bulk (see the module docstring)."""
         self._check_started()
-        query = np.asarray(ids)
-        if query.ndim != 1 or (query.size and query.dtype.kind not in "iu"):
-            raise ValueError(f"ids must be a 1-D integer array, got {query.dtype} {query.shape}")
-        query = query.astype(np.int64, copy=False)
+        query = as_ids(ids)
         async with self._deadline(timeout_s, table=table):
             stored = self._versions.get((table, version)) or await self._version(table, version)
             if len(query) == 0:
@@ -434,7 +431,7 @@ class RedisStore:
         'writing'), rows follow in pipelined MSETs per bucket, then its state becomes 'complete'."""
         self._check_started()
         check_name("table", table)
-        sorted_ids, matrix = _prepare(np.asarray(ids), np.asarray(vectors))
+        sorted_ids, matrix = sorted_table(ids, vectors)
         version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         check_name("version", version)
         values = pack_rows(matrix, dtype, version)  # ValueError for values not finite in dtype
@@ -454,9 +451,10 @@ class RedisStore:
             await self._command(tables_key(self._prefix), ("SADD", tables_key(self._prefix), table))
         layout = Layout(self._prefix, table, version, meta.buckets)
         commands = []
-        order = np.argsort(layout.bucket_of(sorted_ids), kind="stable")
+        buckets_of = layout.bucket_of(sorted_ids)
+        order = np.argsort(buckets_of, kind="stable")
+        buckets_of = buckets_of[order]
         keys = layout.keys(sorted_ids[order])
-        buckets_of = layout.bucket_of(sorted_ids[order])
         starts = np.flatnonzero(np.r_[True, buckets_of[1:] != buckets_of[:-1]])
         for start, end in zip(starts, [*starts[1:], len(order)], strict=True):
             slot = key_slot(layout.tags[int(buckets_of[start])])
@@ -785,19 +783,6 @@ class RedisStore:
 def _pack(*args: str | bytes) -> bytes:
     # hiredis's stub types the argument as a 1-tuple; any tuple of str/bytes is what it takes.
     return cast(bytes, hiredis.pack_command(cast(Any, args)))
-
-
-def _prepare(ids: np.ndarray, vectors: np.ndarray) -> tuple[npt.NDArray[np.int64], np.ndarray]:
-    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-        raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
-    if vectors.ndim != 2 or vectors.shape[0] != ids.shape[0] or vectors.shape[1] < 1:
-        raise ValueError(f"vectors must be [{ids.shape[0]}, dim >= 1], got {vectors.shape}")
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order].astype(np.int64)
-    duplicated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
-    if duplicated.size:
-        raise ValueError(f"{duplicated.size} duplicate ids, e.g. {int(duplicated[0])}")
-    return sorted_ids, vectors[order]
 
 
 if TYPE_CHECKING:  # mypy proves the protocols are met, so drift fails CI rather than a caller

@@ -34,19 +34,7 @@ class Case:
 
 def memory_case(tmp_path: Path, request: pytest.FixtureRequest) -> Case:
     store = InMemoryStore()
-
-    def publish(
-        table: str,
-        ids: npt.ArrayLike,
-        vectors: npt.ArrayLike,
-        *,
-        version: str,
-        dtype: str = "float32",
-        make_current: bool = True,
-    ) -> None:
-        store.put(table, ids, vectors, version=version, dtype=dtype, make_current=make_current)
-
-    return Case(store=store, publish=publish, switch=store.set_current)
+    return Case(store=store, publish=store.put, switch=store.set_current)  # `put` has Publish's signature
 
 
 def embedded_case(tmp_path: Path, request: pytest.FixtureRequest) -> Case:
