@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
+import numpy as np
+
 from gateway.status import invalid_argument
 from quasar.v1 import feed_pb2
 from remix.candidates import Candidates
@@ -13,6 +15,7 @@ from remix.context import Context
 from remix.request import FeedRequest
 
 _MAX_REQUEST_ID_CHARS = 128
+DEFAULT_WORKFLOW = "feed"  # served when a request names none
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ def to_feed_request(message: feed_pb2.GetFeedRequest, limits: RequestLimits, wor
     count = message.count or limits.default_count
     if count < 0 or count > limits.max_count:
         raise invalid_argument(f"count must be between 1 and {limits.max_count}, got {message.count}")
-    workflow = message.workflow or "feed"
+    workflow = message.workflow or DEFAULT_WORKFLOW
     if workflow not in workflows:
         raise invalid_argument(f"unknown workflow {workflow!r}; served workflows: {', '.join(sorted(workflows))}")
     if len(message.context) > limits.max_context_entries:
@@ -53,33 +56,13 @@ def to_feed_request(message: feed_pb2.GetFeedRequest, limits: RequestLimits, wor
 
 
 def to_response(ctx: Context, feed: Candidates, *, workflow_version: str, server_ms: float) -> feed_pb2.GetFeedResponse:
-    """Build the response from the final feed. Work is per returned item (≤ count), never per candidate."""
-    items = []
-    objectives = feed.objectives
-    scores = feed.scores.tolist() if feed.scores is not None else None
-    utility = feed.utility.tolist() if feed.utility is not None else feed.first_pass_score.tolist()
-    item_ids, item_types, authors = feed.item_id.tolist(), feed.item_type.tolist(), feed.author_id.tolist()
-    primary = feed.source.tolist()
-    for row in range(len(feed)):
-        items.append(
-            feed_pb2.RankedItem(
-                item_id=item_ids[row],
-                item_type=item_types[row],  # ItemType values mirror the proto enum
-                source=feed.source_names[primary[row]],
-                sources=feed.source_list(row),
-                author_id=authors[row],
-                score=utility[row],
-                objective_scores=[
-                    feed_pb2.ObjectiveScore(objective=name, score=value)
-                    for name, value in zip(objectives, scores[row], strict=True)
-                ]
-                if scores is not None
-                else [],
-            )
-        )
+    """Build the response from the final feed. Work is per returned item (≤ count), never per candidate.
+
+    Items are added in place (`items.add`), not built apart and copied in; each distinct source mask is
+    turned into names once.
+    """
     response = feed_pb2.GetFeedResponse(
         request_id=ctx.request.request_id,
-        items=items,
         degraded=ctx.degraded,
         degraded_reasons=[failure.reason for failure in ctx.failures],
         workflow=ctx.request.workflow,
@@ -91,6 +74,32 @@ def to_response(ctx: Context, feed: Candidates, *, workflow_version: str, server
         ],
         server_ms=server_ms,
     )
+    objectives = feed.objectives
+    utility = (feed.utility if feed.utility is not None else feed.first_pass_score).tolist()
+    scores = feed.scores.tolist() if feed.scores is not None else None
+    masks, first_rows = np.unique(feed.sources_mask, return_index=True)
+    sources = {mask: feed.source_list(row) for mask, row in zip(masks.tolist(), first_rows.tolist(), strict=True)}
+    columns = zip(
+        feed.item_id.tolist(),
+        feed.item_type.tolist(),  # ItemType values mirror the proto enum
+        feed.source.tolist(),
+        feed.sources_mask.tolist(),
+        feed.author_id.tolist(),
+        utility,
+        strict=True,
+    )
+    for row, (item_id, item_type, primary, mask, author_id, score) in enumerate(columns):
+        item = response.items.add(
+            item_id=item_id,
+            item_type=item_type,
+            source=feed.source_names[primary],
+            sources=sources[mask],
+            author_id=author_id,
+            score=score,
+        )
+        if scores is not None:
+            for name, value in zip(objectives, scores[row], strict=True):
+                item.objective_scores.add(objective=name, score=value)
     if ctx.request.debug:
         response.trace.extend(
             feed_pb2.StepTrace(

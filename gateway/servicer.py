@@ -10,7 +10,7 @@ import grpc
 
 from gateway.admission import Admission
 from gateway.app import FeedApp
-from gateway.convert import RequestLimits, to_feed_request, to_response
+from gateway.convert import DEFAULT_WORKFLOW, RequestLimits, to_feed_request, to_response
 from gateway.logs import ACCESS_LOGGER
 from gateway.status import RequestRejected, to_status
 from gateway.tracing import current_trace_id
@@ -34,14 +34,15 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
     ) -> feed_pb2.GetFeedResponse:
         started = time.perf_counter()
         request_id = request.request_id or "-"
+        served = self._app.workflow_names
         # Metric labels must stay bounded: a workflow name the client invented is not one.
-        workflow = request.workflow or "feed"
-        if workflow not in self._app.workflow_names:
+        workflow = request.workflow or DEFAULT_WORKFLOW
+        if workflow not in served:
             workflow = "_unknown"
         outcome = "ok"
         try:
             async with self._admission.admit():
-                feed_request = to_feed_request(request, self._limits, self._app.workflow_names)
+                feed_request = to_feed_request(request, self._limits, served)
                 request_id = feed_request.request_id
                 answer = await self._app.get_feed(feed_request, timeout_s=_timeout_s(context))
                 outcome = "degraded" if answer.context.degraded else "ok"

@@ -16,8 +16,6 @@ from remix.context import Context
 from remix.keys import Key
 from remix.request import FeedRequest
 
-_NO_KEYS: frozenset[Key[Any]] = frozenset()
-
 
 class ManualClock:
     """A monotonic clock that moves only when told to (seconds)."""

@@ -45,6 +45,19 @@ from remix.steps.keys import (
 ITEM_TABLE, AUTHOR_TABLE, HASHTAG_TABLE = "item", "author", "hashtag"
 
 
+def weight_vector(weights: Mapping[str, float]) -> F32:
+    """`weights` as a vector over OBJECTIVES, in their order (objectives left out weigh 0)."""
+    return np.array([weights.get(o, 0.0) for o in OBJECTIVES], dtype=np.float32)
+
+
+def by_utility(merged: Candidates, scores: F32, weights: F32) -> Candidates:
+    """`merged` with its second-pass `scores` and utility = scores @ weights, ordered by utility descending,
+    ties in `merged` order (shared by `rank` and `rank.whole_model`)."""
+    utility = scores @ weights
+    order = np.argsort(-utility, kind="stable")
+    return merged.take(order).with_scores(scores[order], OBJECTIVES, utility[order])
+
+
 class RankParams(StepParams):
     """`weights`: objective -> weight of its head in the utility (objectives left out weigh 0).
     `pool`: how an item's hashtag vectors combine into one. `defaults`: table ('item', 'author',
@@ -96,7 +109,7 @@ class Rank:
         self.name = name
         self._model = params.model
         self._pool = params.pool
-        self._weights = np.array([params.weights.get(o, 0.0) for o in OBJECTIVES], dtype=np.float32)
+        self._weights = weight_vector(params.weights)
         self._models: Models = services.models
         self._store: EmbeddingStore = services.store
         self._corpus = services.corpus
@@ -119,9 +132,7 @@ class Rank:
         x = ranker_input(ctx.get(MEMBER_EMBEDDING), items, authors, hashtags, dense)
         outputs = await infer(ctx, self.name, self._models, self._model, {RANKER_INPUT: x})
         scores = output(outputs, RANKER_OUTPUT, (n, len(OBJECTIVES)), step=self.name, model=self._model)
-        utility = scores @ self._weights
-        order = np.argsort(-utility, kind="stable")
-        ctx.set(RANKED, merged.take(order).with_scores(scores[order], OBJECTIVES, utility[order]))
+        ctx.set(RANKED, by_utility(merged, scores, self._weights))
         ctx.set(EMBEDDINGS_MISSING, missing)
 
     async def _embeddings(self, ctx: Context, merged: Candidates) -> tuple[F32, F32, F32, Mapping[str, int]]:

@@ -24,7 +24,7 @@ from remix.registry import StepParams, StepType
 from remix.services import Services
 from remix.steps._model_call import infer, output
 from remix.steps.keys import EMBEDDINGS_MISSING, MEMBER_FEATURES, MERGED, QUERY, RANKED
-from remix.steps.rank import RankParams
+from remix.steps.rank import RankParams, by_utility, weight_vector
 
 MEMBER_ID, ITEM_ID, AUTHOR_ID = "member_id", "item_id", "author_id"
 HASHTAG_IDS, HASHTAG_MASK, DENSE = "hashtag_ids", "hashtag_mask", "dense"
@@ -79,7 +79,7 @@ class RankWhole:
     def __init__(self, name: str, params: RankWholeParams, services: Services) -> None:
         self.name = name
         self._model = params.model
-        self._weights = np.array([params.weights.get(o, 0.0) for o in OBJECTIVES], dtype=np.float32)
+        self._weights = weight_vector(params.weights)
         self._models: Models = services.models
         self._corpus = services.corpus
 
@@ -106,9 +106,7 @@ class RankWhole:
         }
         outputs = await infer(ctx, self.name, self._models, self._model, inputs)
         scores = output(outputs, RANKER_OUTPUT, (n, len(OBJECTIVES)), step=self.name, model=self._model)
-        utility = scores @ self._weights
-        order = np.argsort(-utility, kind="stable")
-        ctx.set(RANKED, merged.take(order).with_scores(scores[order], OBJECTIVES, utility[order]))
+        ctx.set(RANKED, by_utility(merged, scores, self._weights))
 
 
 RANK_WHOLE_MODEL = StepType("rank.whole_model", RankWholeParams, RankWhole)

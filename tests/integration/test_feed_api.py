@@ -121,10 +121,11 @@ async def test_health_and_reflection(gateway: RunningGateway) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     reflect = reflection_pb2_grpc.ServerReflectionStub(gateway.channel)
     responses = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-    async for answer in responses:
-        names = {s.name for s in answer.list_services_response.service}
-        assert {"quasar.v1.FeedService", "grpc.health.v1.Health"} <= names
-        break
+    answer = await responses.read()  # not `async for ... break`: an empty stream must fail, not pass
+    assert answer is not grpc.aio.EOF, "reflection answered nothing"
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"quasar.v1.FeedService", "grpc.health.v1.Health"} <= names
+    responses.cancel()
 
 
 async def test_metrics_endpoint_counts_calls(gateway: RunningGateway) -> None:
