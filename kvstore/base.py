@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+TABLE_DTYPES: tuple[str, ...] = ("float16", "float32", "int64")
+"""Storage dtypes of a table. Float tables hold vectors and scalars; int64 tables hold ids and id lists
+(multi-valued ids padded with -1)."""
+
+
+def lookup_dtype(stored: str) -> np.dtype[np.float32] | np.dtype[np.int64]:
+    """The dtype lookups return for a table stored as `stored`: float32 for float tables (float16 widens
+    exactly), int64 for int64 tables."""
+    if stored == "int64":
+        return np.dtype(np.int64)
+    if stored in ("float16", "float32"):
+        return np.dtype(np.float32)
+    raise ValueError(f"dtype must be one of {TABLE_DTYPES}, got {stored!r}")
 
 
 @dataclass(frozen=True)
@@ -15,18 +29,20 @@ class TableInfo:
     name: str
     version: str
     dim: int
-    dtype: str  # storage dtype: 'float16' or 'float32'; lookups always return float32
+    dtype: str  # storage dtype, one of TABLE_DTYPES; lookups return `lookup_dtype(dtype)`
     count: int
+    created_at: str | None = None  # ISO-8601 UTC time the version was written, when the store knows it
 
 
 @dataclass(frozen=True)
 class Lookup:
     """Result of one bulk lookup. Rows follow the order of the ids asked for.
 
-    `vectors` is float32 (n, dim); rows whose `found` is False are zeros (callers apply defaults).
+    `vectors` is (n, dim), float32 for float tables and int64 for int64 tables (`lookup_dtype`); rows
+    whose `found` is False are zeros (callers apply defaults).
     """
 
-    vectors: npt.NDArray[np.float32]
+    vectors: npt.NDArray[Any]
     found: npt.NDArray[np.bool_]
     version: str
 

@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,13 +33,14 @@ from prometheus_client import CollectorRegistry, Counter
 from kvstore._decorator import StoreDecorator
 from kvstore.base import EmbeddingStore, Lookup
 
-_Row = npt.NDArray[np.float32] | None  # None: the id has no row in this version
+_Row = npt.NDArray[Any] | None  # None: the id has no row in this version
 
 
 @dataclass
 class _TableCache:
     version: str | None = None
     dim: int | None = None
+    dtype: np.dtype[Any] = field(default_factory=lambda: np.dtype(np.float32))
     entries: OrderedDict[int, tuple[float, _Row]] = field(default_factory=OrderedDict)  # id -> (expires, row)
 
     def switch_to(self, version: str) -> None:
@@ -141,18 +142,18 @@ class CachedStore(StoreDecorator):
                 rows[position] = fetched.vectors[offset] if fetched.found[offset] else None
             # The table may have switched while we waited: then these rows belong to no cached version.
             if cache.version == version:
-                cache.dim = fetched.vectors.shape[1]
+                cache.dim, cache.dtype = fetched.vectors.shape[1], fetched.vectors.dtype
                 expires = self._clock() + self._ttl_s
                 for position in missed:
                     entries[keys[position]] = (expires, rows[position])
                     entries.move_to_end(keys[position])
                 while len(entries) > self._max_entries:
                     entries.popitem(last=False)
-            dim = fetched.vectors.shape[1]
+            dim, dtype = fetched.vectors.shape[1], fetched.vectors.dtype
         else:
             assert cache.dim is not None  # set with the first rows stored
-            dim = cache.dim
-        vectors = np.zeros((len(keys), dim), dtype=np.float32)
+            dim, dtype = cache.dim, cache.dtype
+        vectors = np.zeros((len(keys), dim), dtype=dtype)
         found = np.zeros(len(keys), dtype=np.bool_)
         for position, row in enumerate(rows):
             if row is not None:

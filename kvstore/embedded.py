@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, sorted_table
+from kvstore.base import TABLE_DTYPES, EmbeddingStore, Lookup, TableInfo, as_ids, lookup_dtype, sorted_table
 from kvstore.errors import CorruptValue, StoreUnavailable, TableNotFound
 
 CURRENT = "CURRENT"
 _VERSIONS = "versions"
-_DTYPES = ("float16", "float32")
+_DTYPES = TABLE_DTYPES
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -136,6 +136,10 @@ def write_version(
 
 def _prepare(ids: np.ndarray, vectors: np.ndarray, dtype: str) -> tuple[npt.NDArray[np.int64], np.ndarray]:
     sorted_ids, ordered = sorted_table(ids, vectors)
+    if dtype == "int64":
+        if ordered.dtype.kind not in "iu" and not (np.isfinite(ordered).all() and (ordered == np.round(ordered)).all()):
+            raise ValueError("vectors of an int64 table must hold integers")
+        return sorted_ids, np.ascontiguousarray(ordered, dtype=np.int64)
     with np.errstate(over="ignore"):
         stored = np.ascontiguousarray(ordered, dtype=dtype)
     if not np.isfinite(stored).all():
@@ -235,10 +239,17 @@ def _map_version(root: Path, table: str, version: str, *, name: str) -> _Mapped:
     meta = _read_meta(root, table, version, store=name)
     directory = _version_dir(root, table, version)
     try:
-        ids = np.load(directory / "ids.npy", mmap_mode="r")
-        vectors = np.load(directory / "vectors.npy", mmap_mode="r")
+        # Plain ndarray views of the maps: indexing a numpy.memmap subclass costs a Python-level
+        # __array_finalize__ per result, which dominated lookups on the request path.
+        ids = np.asarray(np.load(directory / "ids.npy", mmap_mode="r"))
+        vectors = np.asarray(np.load(directory / "vectors.npy", mmap_mode="r"))
         info = TableInfo(
-            name=table, version=version, dim=int(meta["dim"]), dtype=str(meta["dtype"]), count=int(meta["count"])
+            name=table,
+            version=version,
+            dim=int(meta["dim"]),
+            dtype=str(meta["dtype"]),
+            count=int(meta["count"]),
+            created_at=meta.get("created_at"),
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CorruptValue(f"version {version!r}: unreadable: {error!r}", store=name, table=table) from error
@@ -391,8 +402,8 @@ class EmbeddedStore:
         return mapped
 
 
-def _gather(mapped: _Mapped, query: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-    vectors = np.zeros((len(query), mapped.info.dim), dtype=np.float32)
+def _gather(mapped: _Mapped, query: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    vectors = np.zeros((len(query), mapped.info.dim), dtype=lookup_dtype(mapped.info.dtype))
     if mapped.info.count == 0 or len(query) == 0:
         return vectors, np.zeros(len(query), dtype=np.bool_)
     positions = np.searchsorted(mapped.ids, query)

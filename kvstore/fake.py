@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from kvstore.base import EmbeddingStore, Lookup, TableInfo
+from kvstore.base import EmbeddingStore, Lookup, TableInfo, lookup_dtype
 from kvstore.errors import StoreError, StoreTimeout, StoreUnavailable, TableNotFound
 
 
@@ -65,7 +65,7 @@ class InMemoryStore:
         matrix = np.asarray(vectors)
         if matrix.ndim != 2 or matrix.shape[0] != len(id_list) or len(set(id_list)) != len(id_list):
             raise ValueError("ids must be unique and vectors [len(ids), dim]")
-        stored = matrix.astype(dtype).astype(np.float32)
+        stored = matrix.astype(dtype).astype(lookup_dtype(dtype))
         rows = {i: stored[k] for k, i in enumerate(id_list)}
         info = TableInfo(name=table, version=version, dim=matrix.shape[1], dtype=dtype, count=len(id_list))
         self._tables.setdefault(table, {})[version] = _Version(rows=rows, info=info)
@@ -130,7 +130,7 @@ class InMemoryStore:
             if scope.expired():
                 raise StoreTimeout(f"lookup not done within {timeout_s}s", store=self.name, table=table) from None
             raise
-        vectors = np.zeros((len(query), stored.info.dim), dtype=np.float32)
+        vectors = np.zeros((len(query), stored.info.dim), dtype=lookup_dtype(stored.info.dtype))
         found = np.zeros(len(query), dtype=np.bool_)
         for position, key in enumerate(query.tolist()):
             row = stored.rows.get(key)

@@ -58,7 +58,7 @@ from kvstore._redis_layout import (
     versions_key,
 )
 from kvstore.admin import Progress, TableAdmin, VersionInfo
-from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, sorted_table
+from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, lookup_dtype, sorted_table
 from kvstore.codec import header, pack_rows, unpack_rows
 from kvstore.errors import StoreError, StoreTimeout, StoreUnavailable, TableNotFound
 
@@ -387,7 +387,9 @@ class RedisStore:
             if version is None:
                 version = (await self.current_versions([table]))[table]
             meta = (await self._version(table, version)).meta
-        return TableInfo(name=table, version=version, dim=meta.dim, dtype=meta.dtype, count=meta.count)
+        return TableInfo(
+            name=table, version=version, dim=meta.dim, dtype=meta.dtype, count=meta.count, created_at=meta.created_at
+        )
 
     async def lookup(
         self,
@@ -403,7 +405,9 @@ class RedisStore:
         async with self._deadline(timeout_s, table=table):
             stored = self._versions.get((table, version)) or await self._version(table, version)
             if len(query) == 0:
-                return Lookup(np.zeros((0, stored.meta.dim), np.float32), np.zeros(0, np.bool_), version)
+                return Lookup(
+                    np.zeros((0, stored.meta.dim), lookup_dtype(stored.meta.dtype)), np.zeros(0, np.bool_), version
+                )
             if self._single is not None:
                 values = await self._mget_single(stored, query)
                 order = None
@@ -602,7 +606,7 @@ class RedisStore:
 
     def _decode(
         self, values: list[bytes | None], stored: _Version, table: str, version: str
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         n = len(values)
         try:
             joined = b"".join(cast(list[bytes], values))  # TypeError when an id is missing (None)
@@ -613,9 +617,9 @@ class RedisStore:
             rows = np.frombuffer(joined, dtype=np.uint8).reshape(n, stored.value_length)
             width = len(stored.header)
             if (rows[:, :width] == stored.header).all():
-                vectors = rows[:, width:].view(stored.value_dtype).astype(np.float32)
+                vectors = rows[:, width:].view(stored.value_dtype).astype(lookup_dtype(stored.meta.dtype))
                 return vectors, np.ones(n, dtype=np.bool_)
-        return unpack_rows(values, stored.meta.dim, version, table=table)
+        return unpack_rows(values, stored.meta.dim, version, table=table, dtype=stored.meta.dtype)
 
     async def _version(self, table: str, version: str, *, complete_only: bool = True) -> _Version:
         cached = self._versions.get((table, version))
