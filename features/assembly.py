@@ -1,0 +1,220 @@
+"""Model inputs assembled from declarations: the one code path serving and training share.
+
+An `InputPlan` is compiled once (at workflow build, or by the trainer) for a set of features: which views
+of which entities to read, in which order (a join entity after the feature holding its ids), and the
+derived features in dependency order. `InputPlan.frame` then reads rows through a `RowReader` (the store
+at the request's pinned versions when serving; in-memory tables when training) and computes every
+feature, vectorised; `InputPlan.tensor` lays a signature's input out as one contiguous matrix.
+
+Rows: a frame has n rows, one per candidate (serving) or per (member, item) pair (training). A value is
+(1, width) when it is the same for every row (the request's member, read once and broadcast) or (n, width).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from features import transforms
+from features.declarations import KEY_CANDIDATE, KEY_NONE, KEY_REQUEST, ViewDecl
+from features.registry import BuiltinFeature, DerivedFeature, Feature, FeatureRegistry, ViewFeature
+from features.signature import InputTensor
+
+I64 = npt.NDArray[np.int64]
+Array = npt.NDArray[Any]
+
+
+class RowReader(Protocol):
+    """Reads rows of a view's table for ids (unique, any order): (len(ids), view.width) in the table's
+    lookup dtype, with the view's declared defaults in rows the table does not have."""
+
+    async def read(self, view: ViewDecl, ids: I64) -> Array: ...
+
+
+def default_row(view: ViewDecl) -> Array:
+    """The row an id without one gets: each feature's declared default, broadcast to its width."""
+    parts = [np.broadcast_to(np.asarray(f.default, dtype=np.float64), (f.width,)) for f in view.features]
+    return np.concatenate(parts).astype(np.int64 if view.dtype == "int64" else np.float32)
+
+
+@dataclass
+class Frame:
+    """Feature name -> (1 or n, width) array, for n rows."""
+
+    n: int
+    values: dict[str, Array] = field(default_factory=dict)
+
+    def get(self, name: str) -> Array:
+        return self.values[name]
+
+
+@dataclass(frozen=True)
+class _EntityStage:
+    entity: str
+    key: str  # request | candidate | a feature name
+    views: tuple[ViewDecl, ...]
+
+
+class InputPlan:
+    """What to read and compute for `features`; built once, used per request (or per training batch)."""
+
+    def __init__(self, registry: FeatureRegistry, features: Iterable[Feature]) -> None:
+        self._registry = registry
+        wanted: dict[str, Feature] = {}
+        for feature in features:
+            self._collect(feature, wanted)
+        self.features = tuple(wanted.values())
+        views: dict[str, dict[str, ViewDecl]] = {}
+        pooled: dict[str, ViewDecl] = {}
+        for feature in self.features:
+            if isinstance(feature, ViewFeature):
+                views.setdefault(feature.view.entity, {})[feature.view.name] = feature.view
+            elif isinstance(feature, DerivedFeature) and feature.decl.transform == "pool":
+                table_feature = feature.inputs[1]
+                assert isinstance(table_feature, ViewFeature)
+                pooled[table_feature.view.name] = table_feature.view
+        # Entities in read order: request and candidate first, then each join after the entity it goes through.
+        stages: list[_EntityStage] = []
+        placed: set[str] = set()
+        pending = {e: v for e, v in views.items() if registry.entities[e].key != KEY_NONE}
+        while pending:
+            ready = [
+                e
+                for e in sorted(pending)
+                if registry.entities[e].key in (KEY_REQUEST, KEY_CANDIDATE)
+                or (
+                    registry.feature(registry.entities[e].key).name in {f for f in wanted}
+                    and registry.entity_of(registry.feature(registry.entities[e].key)) in placed
+                )
+            ]
+            if not ready:
+                raise ValueError(f"cannot order entity reads for {sorted(pending)}")
+            for entity in ready:
+                stages.append(_EntityStage(entity, registry.entities[entity].key, tuple(pending.pop(entity).values())))
+                placed.add(entity)
+        self._stages = tuple(stages)
+        self._pooled = pooled
+        self.views: tuple[ViewDecl, ...] = (*(v for s in stages for v in s.views), *pooled.values())
+        self._derived = tuple(f for f in self.features if isinstance(f, DerivedFeature))
+
+    def _collect(self, feature: Feature, wanted: dict[str, Feature]) -> None:
+        """Depth-first: inputs before the features computed from them; join keys before joined views."""
+        if feature.name in wanted:
+            return
+        if isinstance(feature, DerivedFeature):
+            for source in feature.inputs:
+                if isinstance(source, ViewFeature) and feature.decl.transform == "pool" and source is feature.inputs[1]:
+                    continue  # the pooled table is read for the ids in the list, not for the rows
+                self._collect(source, wanted)
+        elif isinstance(feature, ViewFeature | BuiltinFeature):
+            entity = self._registry.entities.get(self._registry.entity_of(feature))
+            if entity is not None and entity.key not in (KEY_REQUEST, KEY_CANDIDATE, KEY_NONE):
+                self._collect(self._registry.feature(entity.key), wanted)
+        wanted[feature.name] = feature
+
+    def member_views(self) -> tuple[ViewDecl, ...]:
+        """Views keyed by the request (read once per request, broadcast over candidates)."""
+        return tuple(v for s in self._stages if s.key == KEY_REQUEST for v in s.views)
+
+    async def frame(
+        self,
+        reader: RowReader,
+        *,
+        member_ids: I64,
+        candidate_ids: I64,
+        columns: Mapping[str, Array] | None = None,
+        known: Mapping[str, Array] | None = None,
+        now_s: float = 0.0,
+    ) -> Frame:
+        """Every planned feature for rows = `candidate_ids`. `member_ids` is one id (broadcast) or one per
+        row. `columns`: candidate.* values (n,). `known`: view rows already read (view name -> (1, width)
+        rows keyed by the request), not read again."""
+        n = len(candidate_ids)
+        frame = Frame(n=n)
+        keys: dict[str, I64] = {KEY_REQUEST: np.asarray(member_ids, np.int64), KEY_CANDIDATE: candidate_ids}
+        known = known or {}
+        for stage in self._stages:
+            ids = keys[stage.key] if stage.key in keys else frame.get(stage.key).reshape(-1)
+            frame.values[f"{stage.entity}.id"] = ids.reshape(-1, 1)
+            to_read = [v for v in stage.views if v.name not in known]
+            if stage.key == KEY_CANDIDATE or len(ids) <= 1:
+                unique, inverse = ids, None
+            else:
+                unique, inverse = np.unique(ids, return_inverse=True)
+            rows = await asyncio.gather(*(reader.read(view, unique) for view in to_read))
+            for view, block in (
+                *zip(to_read, rows, strict=True),
+                *((v, known[v.name]) for v in stage.views if v.name in known),
+            ):
+                if inverse is not None and v_is_full(block, unique):
+                    block = block[inverse]
+                self._split(view, block, frame)
+        for name, column in (columns or {}).items():
+            frame.values[f"candidate.{name}"] = np.asarray(column).reshape(-1, 1)
+        for feature in self._derived:
+            frame.values[feature.name] = await self._derive(feature, frame, reader, now_s)
+        return frame
+
+    def _split(self, view: ViewDecl, block: Array, frame: Frame) -> None:
+        start = 0
+        for decl in view.features:
+            frame.values[f"{view.name}.{decl.name}"] = block[:, start : start + decl.width]
+            start += decl.width
+
+    async def _derive(self, feature: DerivedFeature, frame: Frame, reader: RowReader, now_s: float) -> Array:
+        decl = feature.decl
+        args = [frame.get(f.name) for f in feature.inputs if not (decl.transform == "pool" and f is feature.inputs[1])]
+        match decl.transform:
+            case "log1p":
+                return transforms.log1p(args[0])
+            case "age":
+                return transforms.age(args[0], now_s=now_s, unit_s=decl.unit_s)
+            case "one_hot":
+                return transforms.one_hot(args[0], tuple(decl.categories))
+            case "dot":
+                return transforms.dot(args[0], args[1])
+            case "cosine":
+                return transforms.cosine(args[0], args[1])
+            case "contains":
+                return transforms.contains(args[0], args[1])
+            case "overlap":
+                return transforms.overlap(args[0], args[1])
+            case "pool":
+                lists = args[0]
+                table_feature = feature.inputs[1]
+                assert isinstance(table_feature, ViewFeature)
+                flat = lists[lists >= 0]
+                unique, inverse = np.unique(flat, return_inverse=True)
+                positions = np.full(lists.shape, -1, dtype=np.int64)
+                positions[lists >= 0] = inverse
+                if len(unique):
+                    rows = await reader.read(table_feature.view, unique.astype(np.int64))
+                    vectors = rows[:, table_feature.start : table_feature.start + table_feature.width]
+                else:
+                    vectors = np.zeros((1, table_feature.width), np.float32)
+                return transforms.pool(vectors.astype(np.float32, copy=False), positions, decl.mode)
+        raise ValueError(f"unknown transform {decl.transform!r}")
+
+    def tensor(self, frame: Frame, tensor: InputTensor) -> Array:
+        """One C-contiguous (n, width) matrix of `tensor`'s features, in order, as its dtype."""
+        out = np.empty((frame.n, tensor.width), dtype=np.float32 if tensor.dtype == "float32" else np.int64)
+        start = 0
+        for feature in tensor.features:
+            value = frame.get(feature.name)
+            width = value.shape[1]
+            out[:, start : start + width] = value
+            start += width
+        return out
+
+    def tensors(self, frame: Frame, inputs: Sequence[InputTensor]) -> dict[str, Array]:
+        return {t.name: self.tensor(frame, t) for t in inputs}
+
+
+def v_is_full(block: Array, unique: I64) -> bool:
+    """Whether `block` holds one row per unique id (a known request-level row is already broadcastable)."""
+    return block.shape[0] == len(unique) and len(unique) > 1

@@ -1,0 +1,72 @@
+"""The closed set of derived-feature transforms, vectorised over rows. No `eval`, nothing user-defined.
+
+Every input is a 2-D array (rows, width) whose rows are 1 (a request-level value, broadcast) or n (one per
+candidate); outputs are float32 (n, width). Id lists are int64 padded with negative ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+Array = npt.NDArray[Any]
+
+
+def log1p(x: Array) -> F32:
+    """log(1 + x) of non-negative counts (negative values are clipped to 0 first)."""
+    return np.asarray(np.log1p(np.maximum(x.astype(np.float32, copy=False), np.float32(0.0))), dtype=np.float32)
+
+
+def age(timestamp_s: Array, *, now_s: float, unit_s: float) -> F32:
+    """(now - timestamp) in units of `unit_s` seconds, never negative (a clock skew is not a negative age)."""
+    seconds = np.float64(now_s) - timestamp_s.astype(np.float64, copy=False)
+    return np.asarray(np.maximum(seconds / unit_s, 0.0), dtype=np.float32)
+
+
+def one_hot(x: Array, categories: tuple[int, ...]) -> F32:
+    """One column per category: 1.0 where x equals it (a value in no category is all zeros)."""
+    return np.asarray(x.reshape(-1, 1) == np.asarray(categories, dtype=x.dtype), dtype=np.float32)
+
+
+def dot(a: Array, b: Array) -> F32:
+    """Row-wise dot product (multiply then sum, so a broadcast row gives the same bits as a repeated one)."""
+    product = a.astype(np.float32, copy=False) * b.astype(np.float32, copy=False)
+    return np.asarray(product.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
+def cosine(a: Array, b: Array) -> F32:
+    """Row-wise cosine similarity; 0 where either vector is zero."""
+    af, bf = a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)
+    norms = np.linalg.norm(af, axis=1, keepdims=True) * np.linalg.norm(bf, axis=1, keepdims=True)
+    similarity = np.where(norms > 0, dot(af, bf) / np.maximum(norms, np.float32(1e-12)), np.float32(0.0))
+    return np.asarray(similarity, dtype=np.float32)
+
+
+def contains(lists: Array, ids: Array) -> F32:
+    """1.0 where the row's id list holds the row's id (a negative id is never held)."""
+    held = (lists == ids.reshape(-1, 1)).any(axis=1, keepdims=True) & (ids.reshape(-1, 1) >= 0)
+    return np.asarray(held, dtype=np.float32)
+
+
+def overlap(a: Array, b: Array) -> F32:
+    """Fraction of the valid ids of each row of `a` found in the same row of `b` (0 for an empty row)."""
+    valid = a >= 0
+    # One request-level list against every candidate is a set test; per-row lists compare pairwise.
+    found = np.isin(a, b[0][b[0] >= 0]) if b.shape[0] == 1 else (a[:, :, None] == b[:, None, :]).any(axis=2)
+    hits = (found & valid).sum(axis=1, keepdims=True).astype(np.float32)
+    return np.asarray(hits / np.maximum(valid.sum(axis=1, keepdims=True), 1), dtype=np.float32)
+
+
+def pool(vectors: F32, positions: npt.NDArray[np.int64], mode: str) -> F32:
+    """Pool id-list rows through their vectors. `positions` (n, k) indexes rows of `vectors` (m, dim), -1
+    where the list is padded; an empty list pools to zeros. `mode`: mean or sum."""
+    valid = positions >= 0
+    gathered = vectors[np.where(valid, positions, 0)] * valid[:, :, None]
+    sums = np.asarray(gathered.sum(axis=1, dtype=np.float32), dtype=np.float32)
+    if mode == "sum":
+        return sums
+    counts = np.maximum(valid.sum(axis=1, keepdims=True), 1).astype(np.float32)
+    return np.asarray(sums / counts, dtype=np.float32)
