@@ -97,7 +97,8 @@ class FeedApp:
         corpus = Corpus.load(self.settings.world_dir / "corpus")
         services = Services(models=self._router, store=self._store, corpus=corpus, clock=time.monotonic)
         registry = StepRegistry([*builtin_step_types(), *self._extra_step_types])
-        self._workflows = load_workflows(self.settings.workflows_dir or builtin_workflows_dir(), registry, services)
+        workflows_dir = self.settings.workflows_dir or builtin_workflows_dir()
+        self._workflows = load_workflows(workflows_dir, registry, services, answer=FEED)
         await self._store.start()
         await self._router.start()
         log.info(

@@ -136,16 +136,21 @@ M = TypeVar("M", bound=BaseModel)
 # --- loading ----------------------------------------------------------------------------------------------
 
 
-def load_workflow(path: Path, registry: StepRegistry, services: Services) -> Workflow:
-    """Load and validate one workflow file; raises `WorkflowConfigError`."""
+def load_workflow(
+    path: Path, registry: StepRegistry, services: Services, *, answer: Key[Any] | None = None
+) -> Workflow:
+    """Load and validate one workflow file; raises `WorkflowConfigError` (also when `answer`, the key the
+    caller answers from, is given and no step writes it)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise WorkflowConfigError(str(path), [("", f"cannot read the file: {error}")]) from error
-    return parse_workflow(text, str(path), registry, services)
+    return parse_workflow(text, str(path), registry, services, answer=answer)
 
 
-def load_workflows(directory: Path, registry: StepRegistry, services: Services) -> dict[str, Workflow]:
+def load_workflows(
+    directory: Path, registry: StepRegistry, services: Services, *, answer: Key[Any] | None = None
+) -> dict[str, Workflow]:
     """Every `*.yaml` in `directory` (not recursive), by workflow name; two files naming the same
     workflow are an error. An empty directory gives an empty dict: whether that is fatal is the caller's
     call."""
@@ -154,7 +159,7 @@ def load_workflows(directory: Path, registry: StepRegistry, services: Services) 
     workflows: dict[str, Workflow] = {}
     sources: dict[str, Path] = {}
     for path in sorted(directory.glob("*.yaml")):
-        workflow = load_workflow(path, registry, services)
+        workflow = load_workflow(path, registry, services, answer=answer)
         if workflow.name in workflows:
             message = f"workflow {workflow.name!r} is also defined in {sources[workflow.name]}"
             raise WorkflowConfigError(str(path), [("workflow", message)])
@@ -163,8 +168,11 @@ def load_workflows(directory: Path, registry: StepRegistry, services: Services) 
     return workflows
 
 
-def parse_workflow(text: str, source_name: str, registry: StepRegistry, services: Services) -> Workflow:
-    """Build a workflow from YAML `text`; `source_name` (usually the file path) prefixes every error."""
+def parse_workflow(
+    text: str, source_name: str, registry: StepRegistry, services: Services, *, answer: Key[Any] | None = None
+) -> Workflow:
+    """Build a workflow from YAML `text`; `source_name` (usually the file path) prefixes every error.
+    With `answer`, a workflow that never writes that key (the caller's answer) is an error too."""
     try:
         data = strict_load(text)
     except yaml.MarkedYAMLError as error:
@@ -174,7 +182,11 @@ def parse_workflow(text: str, source_name: str, registry: StepRegistry, services
         raise WorkflowConfigError(source_name, [(where, f"invalid YAML: {problem}")]) from error
     except yaml.YAMLError as error:
         raise WorkflowConfigError(source_name, [("", f"invalid YAML: {error}")]) from error
-    return _Builder(source_name, registry, services).workflow(data)
+    workflow = _Builder(source_name, registry, services).workflow(data)
+    if answer is not None and answer.name not in {key.name for key in workflow.root.writes}:
+        message = f"workflow {workflow.name!r} never writes {answer.name!r}, the answer; end it with a step that does"
+        raise WorkflowConfigError(source_name, [("steps", message)])
+    return workflow
 
 
 # --- building ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Build-time validation of a workflow's data flow and names, so nothing is discovered per request.
 
 Rules (each violation is a `WorkflowBuildError` naming the step and the key):
-- every `reads` key has a producer that runs earlier: earlier in a sequence, or before the parallel
+- every `reads` and `optional_reads` key has a producer that runs earlier: earlier in a sequence, or before the parallel
   that holds the reader; parallel branches run concurrently, so a branch cannot read (not even
   optionally) what a sibling writes;
 - a required read must be certain: if its producer may leave it unwritten (a fail-open step, or a switch
@@ -142,10 +142,11 @@ def _check_reads(
             )
         slot = available.get(key.name)
         if slot is None:
-            if not required:
-                continue  # an optional read may have no producer in this workflow at all
+            # Optional reads too: optional means "its producer may fail open", not "may not exist" — a
+            # merge of a source no step writes is a typo that would otherwise fail every request.
+            kind = "reads" if required else "optionally reads"
             raise WorkflowBuildError(
-                f"step {step!r} reads {key.name!r}, but no earlier step writes it", step=step, key=key.name
+                f"step {step!r} {kind} {key.name!r}, but no earlier step writes it", step=step, key=key.name
             )
         _check_type(slot.key, key, step)
         if required and not slot.certain:

@@ -208,12 +208,13 @@ async def test_fallback_on_timeout_declared_in_yaml() -> None:
     workflow = parse(
         minimal(
             "{type: rewrite}",
+            "{type: source, name: x}",
             "{type: merge, sources: [x]}",
             "{type: stuck, name: rank, timeout_s: 0.01, fallback: {type: rank.first_pass_order}}",
         )
     )
     ctx = await run_workflow(workflow, make_request())
-    assert ctx.get(RANKED) == "first_pass()"
+    assert ctx.get(RANKED) == "first_pass(xx10)"
     assert ctx.trace.by_name("rank").outcome is Outcome.FELL_BACK
     assert [f.reason for f in ctx.failures] == ["rank: timeout"]
 
@@ -229,7 +230,9 @@ async def test_fallback_on_timeout_declared_in_yaml() -> None:
 )
 async def test_switch_on_request_properties(on: str, request_fields: dict[str, Any], expected: str) -> None:
     switch = f"switch: {{name: s, on: {on}, cases: {{web: {{type: blend, name: special}}}}, default: {{type: blend}}}}"
-    workflow = parse(minimal("{type: rewrite}", "{type: merge, sources: [x]}", "{type: rank}", switch))
+    workflow = parse(
+        minimal("{type: rewrite}", "{type: source, name: x}", "{type: merge, sources: [x]}", "{type: rank}", switch)
+    )
     ctx = await run_workflow(workflow, make_request(**request_fields))
     assert ctx.get(FEED).startswith(f"{expected}:")
 
@@ -439,3 +442,15 @@ def test_errors_in_a_loaded_file_name_its_path(tmp_path: Path) -> None:
     with pytest.raises(WorkflowConfigError) as caught:
         load_workflow(path, registry(), SERVICES)
     assert str(caught.value).startswith(f"{path}: steps[0].bucket: Input should be a valid string")
+
+
+def test_a_workflow_that_never_writes_the_answer_is_refused() -> None:
+    text = textwrap.dedent(minimal("{type: rewrite}", "{type: source, name: x}", "{type: merge, sources: [x]}"))
+    with pytest.raises(WorkflowConfigError, match=r"workflows/jobs\.yaml: steps: workflow 'feed' never writes 'feed'"):
+        parse_workflow(text, "workflows/jobs.yaml", registry(), SERVICES, answer=FEED)
+
+
+def test_a_merge_of_a_source_no_step_writes_is_refused_at_build() -> None:
+    error = config_error(minimal("{type: rewrite}", "{type: merge, sources: [nope]}", "{type: rank}", "{type: blend}"))
+    assert error.path == "steps[1]"
+    assert "optionally reads 'candidates.nope', but no earlier step writes it" in str(error)

@@ -63,8 +63,16 @@ def test_producer_must_run_earlier_not_later() -> None:
     assert error.step == "rank"
 
 
-def test_optional_read_without_any_producer_is_allowed() -> None:
-    validate(Sequence("feed", [step("merge", optional=(A,))]))
+def test_optional_read_without_any_producer_is_rejected() -> None:
+    # A merge naming a source no step writes is a typo: caught at build, not by failing every request.
+    error = build_error(Sequence("feed", [step("merge", optional=(A,))]))
+    assert error.step == "merge"
+    assert "optionally reads" in str(error)
+    assert "no earlier step writes it" in str(error)
+
+
+def test_optional_read_of_a_fail_open_producer_is_allowed() -> None:
+    validate(Sequence("feed", [fail_open(step("source", writes=(A,))), step("merge", optional=(A,))]))
 
 
 def test_duplicate_step_names_are_rejected() -> None:
