@@ -33,12 +33,18 @@ def main() -> None:
 def serve(
     config_file: Path | None, host: str | None, port: int | None, metrics_port: int | None, world_dir: Path | None
 ) -> None:
-    """Run the gRPC gateway until SIGTERM/SIGINT, then drain and stop."""
-    from gateway.runner import run_gateway
-    from gateway.settings import load_settings
+    """Run the gRPC gateway until SIGTERM/SIGINT, then drain and stop.
 
-    settings = load_settings(config_file, host=host, port=port, metrics_port=metrics_port, world_dir=world_dir)
-    run_gateway(settings)
+    A bad configuration (settings file, workflow files, engines and routes) exits with status 2 and one
+    `error: <file>: <key path>: <message>` line per problem on stderr, without a traceback."""
+    from gateway.config_errors import exit_on_config_problems, load_settings_checked
+    from gateway.runner import run_gateway
+
+    with exit_on_config_problems():
+        settings = load_settings_checked(
+            config_file, host=host, port=port, metrics_port=metrics_port, world_dir=world_dir
+        )
+        run_gateway(settings)
 
 
 @main.command()
@@ -191,3 +197,7 @@ main.add_command(routes)
 from quasar.cli_ray import ray  # noqa: E402  (a command group of its own module, registered last)
 
 main.add_command(ray)
+
+from quasar.cli_features import features  # noqa: E402
+
+main.add_command(features)
