@@ -17,6 +17,7 @@ from typing import Any
 from engines import Offloader, Router, build_engines
 from engines.config import EnginesConfig, OnnxEngineConfig, RouteConfig, TargetConfig, XGBoostEngineConfig
 from engines.route_metrics import RouteMetrics
+from features import check_views, load_registry
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from kvstore.config import EmbeddedStoreConfig, build_store
@@ -100,11 +101,19 @@ class FeedApp:
         workflows_dir = self.settings.workflows_dir or builtin_workflows_dir()
         self._workflows = load_workflows(workflows_dir, registry, services, answer=FEED)
         await self._store.start()
+        await self._check_declared_features()
         await self._router.start()
         log.info(
             "quasar app started",
             extra={"workflows": sorted(self._workflows), "startup_ms": round((time.perf_counter() - started) * 1e3)},
         )
+
+    async def _check_declared_features(self) -> None:
+        """The world's feature views (`<world_dir>/features/*.yaml`, when present) must match the store:
+        a missing table, another dtype or width fails startup naming the declaration and the table."""
+        features_dir = self.settings.world_dir / "features"
+        if features_dir.is_dir():
+            await check_views(load_registry(features_dir), {"default": self._store})
 
     async def ready(self) -> bool:
         return bool(self._workflows) and await self._router.ready()

@@ -304,6 +304,62 @@ def _write_tables(store_dir: Path, corpus: Corpus, weights: Mapping[str, F32], s
     return tables
 
 
+def _write_declarations(features_dir: Path, embedding_dim: int) -> None:
+    """The world's store tables declared as feature views (`features/feed.yaml`): the gateway checks them
+    against the store at startup and `quasar features` lists and searches them."""
+    import yaml
+
+    def vector_view(name: str, entity: str, table: str, description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "entity": entity,
+            "table": table,
+            "owner": "feed-ranking",
+            "tags": ["embedding", "two-stage"],
+            "description": description,
+            "features": [{"name": "vector", "shape": [embedding_dim], "description": "learned embedding"}],
+        }
+
+    document = {
+        "entities": [
+            {"name": "member", "key": "request", "description": "the member the feed is for"},
+            {"name": "item", "key": "candidate", "description": "a post, article or job"},
+            {"name": "author", "key": "none", "description": "the member who wrote an item"},
+            {"name": "hashtag", "key": "none", "description": "a hashtag; items carry up to a few"},
+        ],
+        "views": [
+            vector_view("member_embedding", "member", "member", "The member tower of the multi-task ranker."),
+            vector_view("item_embedding", "item", "item", "The item tower of the multi-task ranker."),
+            vector_view("author_embedding", "author", "author", "The author tower of the multi-task ranker."),
+            vector_view("hashtag_embedding", "hashtag", "hashtag", "Hashtag vectors, mean-pooled per item."),
+            {
+                "name": "member_profile",
+                "entity": "member",
+                "table": MEMBER_FEATURES_TABLE,
+                "owner": "feed-ranking",
+                "tags": ["profile", "dense"],
+                "description": "Dense member features the offline job computes.",
+                "features": [
+                    {"name": name, "description": description}
+                    for name, description in zip(
+                        MEMBER_FEATURES,
+                        (
+                            "how engaged the member is, 0..1",
+                            "log1p of the number of connections",
+                            "log1p of the number of followed hashtags",
+                            "years since the member joined",
+                        ),
+                        strict=True,
+                    )
+                ],
+            },
+        ],
+    }
+    features_dir.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `quasar world build`: the world's store tables declared as feature views.\n"
+    (features_dir / "feed.yaml").write_text(header + yaml.safe_dump(document, sort_keys=False, width=120))
+
+
 def build_world(
     out_dir: Path,
     *,
@@ -331,6 +387,7 @@ def build_world(
     n_impressions = impressions if impressions is not None else IMPRESSIONS_PER_MEMBER * members
     existing = None if force else _complete(out_dir, spec, n_impressions)
     if existing is not None:
+        _write_declarations(out_dir / "features", existing.embedding_dim)  # worlds built before they existed
         console.print(f"world in {out_dir} is up to date (seed {seed}); use force to rebuild")
         return existing
 
@@ -433,6 +490,7 @@ def build_world(
 
     with stages.stage("embedding tables"):
         tables = _write_tables(out_dir / "store", corpus, weights, seed)
+        _write_declarations(out_dir / "features", config.embedding_dim)
 
     manifest = WorldManifest(
         format=MANIFEST_FORMAT,
