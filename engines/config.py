@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 
+from engines.candidate_config import CandidateServiceConfig
+
 if TYPE_CHECKING:
     from engines._offload import Offloader
     from engines.base import Engine
@@ -199,6 +201,9 @@ class EnginesConfig(_Config):
 
     engines: dict[str, EngineConfig]
     routes: dict[str, RouteConfig]
+    candidate_services: dict[str, CandidateServiceConfig] = Field(
+        default_factory=dict, description="remote candidate services (quasar.v1.CandidateService) by name"
+    )
 
     @model_validator(mode="after")
     def _targets_name_engines(self) -> EnginesConfig:

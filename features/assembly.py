@@ -101,6 +101,9 @@ class InputPlan:
         self._pooled = pooled
         self.views: tuple[ViewDecl, ...] = (*(v for s in stages for v in s.views), *pooled.values())
         self._derived = tuple(f for f in self.features if isinstance(f, DerivedFeature))
+        self._entity_ids = tuple(
+            f for f in self.features if isinstance(f, BuiltinFeature) and f.entity in registry.entities
+        )
 
     def _collect(self, feature: Feature, wanted: dict[str, Feature]) -> None:
         """Depth-first: inputs before the features computed from them; join keys before joined views."""
@@ -156,8 +159,13 @@ class InputPlan:
                 self._split(view, block, frame)
         for name, column in (columns or {}).items():
             frame.values[f"candidate.{name}"] = np.asarray(column).reshape(-1, 1)
-        for feature in self._derived:
-            frame.values[feature.name] = await self._derive(feature, frame, reader, now_s)
+        for entity_id in self._entity_ids:
+            if entity_id.name not in frame.values:  # an entity id the plan reads no view of
+                key = self._registry.entities[entity_id.entity].key
+                ids = keys[key] if key in keys else frame.get(key).reshape(-1)
+                frame.values[entity_id.name] = ids.reshape(-1, 1)
+        for derived in self._derived:
+            frame.values[derived.name] = await self._derive(derived, frame, reader, now_s)
         return frame
 
     def _split(self, view: ViewDecl, block: Array, frame: Frame) -> None:
@@ -209,7 +217,7 @@ class InputPlan:
             width = value.shape[1]
             out[:, start : start + width] = value
             start += width
-        return out
+        return out[:, 0] if tensor.layout == "vector" else out
 
     def tensors(self, frame: Frame, inputs: Sequence[InputTensor]) -> dict[str, Array]:
         return {t.name: self.tensor(frame, t) for t in inputs}

@@ -31,8 +31,12 @@ class _Decl(BaseModel):
 
 
 class InputDecl(_Decl):
+    """`layout`: `matrix` gives (n, width); `vector` gives (n,) and needs a width of 1 (ids a model takes
+    as a 1-D tensor)."""
+
     name: Annotated[str, Field(min_length=1)]
     dtype: Literal["float32", "int64"] = "float32"
+    layout: Literal["matrix", "vector"] = "matrix"
     features: Annotated[list[str], Field(min_length=1)]
 
 
@@ -66,6 +70,7 @@ class InputTensor:
     name: str
     dtype: str
     features: tuple[Feature, ...]
+    layout: str = "matrix"
 
     @property
     def width(self) -> int:
@@ -121,7 +126,12 @@ def resolve_signature(decl: SignatureDecl, registry: FeatureRegistry, source: st
                     (f"inputs[{i}].features[{j}]", f"{name!r} is {kind}; tensor {tensor.name!r} is {tensor.dtype}")
                 )
             resolved.append(feature)
-        tensors.append(InputTensor(name=tensor.name, dtype=tensor.dtype, features=tuple(resolved)))
+        built = InputTensor(name=tensor.name, dtype=tensor.dtype, features=tuple(resolved), layout=tensor.layout)
+        if built.layout == "vector" and len(resolved) == len(tensor.features) and built.width != 1:
+            issues.append(
+                (f"inputs[{i}].layout", f"a vector input takes one value per row, {tensor.name!r} has {built.width}")
+            )
+        tensors.append(built)
     if issues:
         raise DeclarationError(source, issues)
     return ModelSignature(

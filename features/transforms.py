@@ -47,7 +47,11 @@ def cosine(a: Array, b: Array) -> F32:
 
 def contains(lists: Array, ids: Array) -> F32:
     """1.0 where the row's id list holds the row's id (a negative id is never held)."""
-    held = (lists == ids.reshape(-1, 1)).any(axis=1, keepdims=True) & (ids.reshape(-1, 1) >= 0)
+    column = ids.reshape(-1, 1)
+    if lists.shape[0] == 1 and column.shape[0] > 1:  # one request-level list against every candidate: a set test
+        held = np.isin(column, lists[0][lists[0] >= 0])
+    else:
+        held = (lists == column).any(axis=1, keepdims=True) & (column >= 0)
     return np.asarray(held, dtype=np.float32)
 
 

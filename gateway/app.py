@@ -1,4 +1,5 @@
-"""Wires one Quasar application from settings: store, engines, router, corpus, workflows.
+"""Wires one Quasar application from settings and a deployment directory (`gateway.deployment`): store,
+engines, router, feature registry, model signatures, workflows.
 
 `FeedApp` is also the in-process entry point to a workflow (no gRPC), used by benchmarks to measure
 the floor under the gateway. Constructing it does no I/O; `start()` loads and connects everything.
@@ -10,21 +11,22 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines import Offloader, Router, build_engines
-from engines.config import EnginesConfig, OnnxEngineConfig, RouteConfig, TargetConfig, XGBoostEngineConfig
+from engines.candidate_client import GrpcCandidateClient
 from engines.route_metrics import RouteMetrics
-from features import check_views, load_registry
+from features import check_signature_widths, check_views, load_registry, load_signatures
+from gateway.deployment import Deployment
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
+from kvstore.base import EmbeddingStore
 from kvstore.config import EmbeddedStoreConfig, build_store
-from remix import Context, Corpus, Services, StepRegistry, StepType, Workflow, load_workflows, run_workflow
-from remix.candidates import Candidates
+from remix import Context, StepRegistry, StepType, Workflow, load_workflows, run_workflow
 from remix.request import FeedRequest
-from remix.steps import FEED, builtin_step_types
+from remix.steps import FEED, Candidates, Resources, Services, builtin_step_types
+from remix.steps.remote import RemoteCandidates
+from remix.steps.services import DEFAULT_STORE
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +36,6 @@ class FeedAnswer:
     context: Context
     feed: Candidates
     workflow_version: str
-
-
-def default_engines_config(world_dir: Path) -> EnginesConfig:
-    """In-process engines over the demo world's models: ONNX second pass, XGBoost first pass."""
-    models = world_dir / "models"
-    return EnginesConfig(
-        engines={
-            "local_onnx": OnnxEngineConfig(
-                kind="onnx",
-                models={"feed_ranker": models / "ranker.onnx", "feed_ranker_whole": models / "ranker_whole.onnx"},
-            ),
-            "local_xgboost": XGBoostEngineConfig(kind="xgboost", models={"first_pass": models / "first_pass.ubj"}),
-        },
-        routes={
-            "feed_ranker": RouteConfig(targets=[TargetConfig(engine="local_onnx", model="feed_ranker")]),
-            "feed_ranker_whole": RouteConfig(targets=[TargetConfig(engine="local_onnx", model="feed_ranker_whole")]),
-            "first_pass": RouteConfig(targets=[TargetConfig(engine="local_xgboost", model="first_pass")]),
-        },
-    )
-
-
-def builtin_workflows_dir() -> Path:
-    return Path(str(resources.files("remix") / "workflows"))
 
 
 class FeedApp:
@@ -72,16 +51,20 @@ class FeedApp:
         self._extra_step_types = tuple(extra_step_types)
         self.metrics = metrics or GatewayMetrics()
         self._offloader = Offloader(max_workers=settings.offload_workers, max_pending=settings.offload_max_pending)
-        engines_config = settings.engines or default_engines_config(settings.world_dir)
+        self.deployment = Deployment(settings.world_dir)
+        engines_config = settings.engines or self.deployment.engines_config()
         self._router = Router(
             engines_config.routes,
             build_engines(engines_config, self._offloader),
             metrics=RouteMetrics(self.metrics.registry),
         )
-        store_config = settings.store or EmbeddedStoreConfig(root=settings.world_dir / "store")
-        self._store = build_store(
-            store_config, registry=self.metrics.registry, manifest=settings.world_dir / "world.json"
-        )
+        self._candidate_services: dict[str, GrpcCandidateClient] = {
+            name: config.build(name) for name, config in engines_config.candidate_services.items()
+        }
+        store_config = settings.store or EmbeddedStoreConfig(root=self.deployment.store_root)
+        self._store = build_store(store_config, registry=self.metrics.registry, manifest=self.deployment.manifest)
+        self._stores: dict[str, EmbeddingStore] = {DEFAULT_STORE: self._store}
+        self._resources = Resources()
         self._workflows: dict[str, Workflow] = {}
 
     @property
@@ -93,27 +76,41 @@ class FeedApp:
         return self._router
 
     async def start(self) -> None:
-        """Load the corpus and workflows, start the store and every engine. Raises on any bad config."""
+        """Load declarations and workflows, start the store, every engine and what steps hold, and check
+        declarations against them. Raises on any bad configuration, naming the file and key path."""
         started = time.perf_counter()
-        corpus = Corpus.load(self.settings.world_dir / "corpus")
-        services = Services(models=self._router, store=self._store, corpus=corpus, clock=time.monotonic)
-        registry = StepRegistry([*builtin_step_types(), *self._extra_step_types])
-        workflows_dir = self.settings.workflows_dir or builtin_workflows_dir()
-        self._workflows = load_workflows(workflows_dir, registry, services, answer=FEED)
+        deployment = self.deployment
+        registry = load_registry(deployment.features_dir)
+        signatures = load_signatures(deployment.models_dir, registry)
+        services = Services(
+            models=self._router,
+            stores=self._stores,
+            registry=registry,
+            signatures=signatures,
+            clock=time.monotonic,
+            wall_clock=time.time,
+            resources=self._resources,
+            index_root=deployment.index_root,
+            candidate_services=self._candidate_services,
+        )
+        steps = StepRegistry([*builtin_step_types(), *self._extra_step_types])
+        workflows_dir = self.settings.workflows_dir or deployment.workflows_dir
+        self._workflows = load_workflows(workflows_dir, steps, services, answer=FEED)
         await self._store.start()
-        await self._check_declared_features()
+        await check_views(registry, self._stores)
         await self._router.start()
+        routes = self._router.routes
+        for model, signature in signatures.items():
+            if model in routes:
+                metadata = await self._router.metadata(model)
+                check_signature_widths(signature, {f"route {model}": {s.name: s.shape for s in metadata.inputs}})
+        for client in self._candidate_services.values():
+            await client.start()
+        await self._resources.start()
         log.info(
             "quasar app started",
             extra={"workflows": sorted(self._workflows), "startup_ms": round((time.perf_counter() - started) * 1e3)},
         )
-
-    async def _check_declared_features(self) -> None:
-        """The world's feature views (`<world_dir>/features/*.yaml`, when present) must match the store:
-        a missing table, another dtype or width fails startup naming the declaration and the table."""
-        features_dir = self.settings.world_dir / "features"
-        if features_dir.is_dir():
-            await check_views(load_registry(features_dir), {"default": self._store})
 
     async def ready(self) -> bool:
         return bool(self._workflows) and await self._router.ready()
@@ -132,6 +129,13 @@ class FeedApp:
             self.metrics.degraded.labels(workflow, failure.step).inc()
 
     async def close(self) -> None:
+        await self._resources.close()
+        for client in self._candidate_services.values():
+            await client.close()
         await self._router.close()
         await self._store.close()
         self._offloader.close()
+
+
+if TYPE_CHECKING:
+    _remote: type[RemoteCandidates] = GrpcCandidateClient

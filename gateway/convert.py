@@ -10,9 +10,9 @@ import numpy as np
 
 from gateway.status import invalid_argument
 from quasar.v1 import feed_pb2
-from remix.candidates import Candidates
 from remix.context import Context
 from remix.request import FeedRequest
+from remix.steps.candidates import Candidates
 
 _MAX_REQUEST_ID_CHARS = 128
 DEFAULT_WORKFLOW = "feed"  # served when a request names none

@@ -18,10 +18,13 @@ from gateway.admin_servicer import AdminServicer
 from gateway.admission import Admission
 from gateway.app import FeedApp
 from gateway.convert import RequestLimits
+from gateway.decode_guard import DecodeGuard
 from gateway.inference_servicer import InferenceServicer, add_inference_service
 from gateway.interceptors import MetricsInterceptor
+from gateway.rate_limited_log import RateLimitedLog
 from gateway.servicer import FeedServicer
 from gateway.settings import GatewaySettings
+from gateway.status import Aborter
 from gateway.tracing import server_interceptors
 from quasar.v1 import admin_pb2, admin_pb2_grpc, feed_pb2, feed_pb2_grpc
 
@@ -31,6 +34,10 @@ FEED_SERVICE = feed_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 _OVERALL = ""  # grpc.health.v1: the empty service name is the server as a whole
 _STREAM_GRACE_S = 0.5
+# grpc's own default; bodies above the limit get RESOURCE_EXHAUSTED from grpc before any handler runs.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# Log lines a client can provoke (undecodable bodies, internal errors): at most one per method per interval.
+_CLIENT_PROVOKED_LOG_INTERVAL_S = 10.0
 
 
 class GatewayServer:
@@ -52,13 +59,24 @@ class GatewayServer:
         self._metrics_http: Any = None
         self.port = 0
         self.metrics_port: int | None = None
+        # `max_request_bytes` is read with a default until GatewaySettings declares it.
+        self.max_request_bytes: int = getattr(settings, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
+        self.aborter = Aborter(RateLimitedLog(log, interval_s=_CLIENT_PROVOKED_LOG_INTERVAL_S))
+        self._decode_guard = DecodeGuard(self.aborter, RateLimitedLog(log, interval_s=_CLIENT_PROVOKED_LOG_INTERVAL_S))
 
     async def start(self) -> None:
         await self.health.set(_OVERALL, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(FEED_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.app.start()
         server = grpc.aio.server(
-            interceptors=[*server_interceptors(self._tracing), MetricsInterceptor(self.app.metrics)]
+            # The decode guard comes last, nearest the services: the handlers the others wrap carry its
+            # deserializer.
+            interceptors=[
+                *server_interceptors(self._tracing),
+                MetricsInterceptor(self.app.metrics),
+                self._decode_guard,
+            ],
+            options=[("grpc.max_receive_message_length", self.max_request_bytes)],
         )
         limits = RequestLimits(
             default_count=self.settings.default_count,
@@ -66,7 +84,9 @@ class GatewayServer:
             max_context_entries=self.settings.max_context_entries,
             max_context_bytes=self.settings.max_context_bytes,
         )
-        feed_servicer = FeedServicer(self.app, limits, self.admission, access_log=self.settings.access_log)
+        feed_servicer = FeedServicer(
+            self.app, limits, self.admission, access_log=self.settings.access_log, aborter=self.aborter
+        )
         feed_pb2_grpc.add_FeedServiceServicer_to_server(feed_servicer, server)
         add_HealthServicer_to_server(self.health, server)
         services = [FEED_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -75,11 +95,13 @@ class GatewayServer:
             self.admission,
             default_timeout_s=self.settings.default_timeout_s,
             server_version=_package_version(),
+            aborter=self.aborter,
         )
         services.append(add_inference_service(inference, server))
         admin_token = self.settings.admin_token.get_secret_value() if self.settings.admin_token else ""
         if admin_token:  # no token, no admin service: an unauthenticated admin API is never served
-            admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.app.router, admin_token), server)
+            admin = AdminServicer(self.app.router, admin_token, aborter=self.aborter)
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
             services.append(ADMIN_SERVICE)
         reflection.enable_server_reflection(services, server)
         self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")

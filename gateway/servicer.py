@@ -12,7 +12,7 @@ from gateway.admission import Admission
 from gateway.app import FeedApp
 from gateway.convert import DEFAULT_WORKFLOW, RequestLimits, to_feed_request, to_response
 from gateway.logs import ACCESS_LOGGER
-from gateway.status import RequestRejected, to_status
+from gateway.status import Aborter, deadline_expired_on_arrival, to_status
 from gateway.tracing import current_trace_id
 from quasar.v1 import feed_pb2, feed_pb2_grpc
 
@@ -23,8 +23,18 @@ _RESPONSE_MARGIN_S = 0.002
 
 
 class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
-    def __init__(self, app: FeedApp, limits: RequestLimits, admission: Admission, *, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: FeedApp,
+        limits: RequestLimits,
+        admission: Admission,
+        *,
+        access_log: bool = True,
+        aborter: Aborter | None = None,
+    ) -> None:
+        """`aborter`: the server's one abort path (default: a private one)."""
         self._app = app
+        self._aborter = aborter or Aborter()
         self._access_log = access_log
         self._limits = limits
         self._admission = admission
@@ -55,10 +65,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         except Exception as error:
             status = to_status(error, request_id)
             outcome = status.code.name
-            if status.code is grpc.StatusCode.INTERNAL:
-                log.exception("GetFeed failed", extra={"request_id": request_id})
-            await context.abort(status.code, status.message)
-            raise AssertionError("unreachable: abort raises") from error
+            await self._aborter.abort(context, error, method="GetFeed", request_id=request_id, status=status)
         finally:
             self._app.metrics.workflow_requests.labels(workflow, outcome).inc()
             if self._access_log:
@@ -80,5 +87,5 @@ def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     if remaining is None:
         return None
     if remaining <= _RESPONSE_MARGIN_S:
-        raise RequestRejected(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already expired on arrival")
+        raise deadline_expired_on_arrival()
     return float(remaining) - _RESPONSE_MARGIN_S

@@ -22,8 +22,10 @@ class GatewaySettings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus port; 0 picks one; null disables")
     world_dir: Path = Path("var/world")
-    workflows_dir: Path | None = Field(None, description="directory of workflow YAML files; default: the built-ins")
-    engines: EnginesConfig | None = Field(None, description="engines and routes; default: in-process, from the world")
+    workflows_dir: Path | None = Field(
+        None, description="directory of workflow YAML files; default: <world_dir>/workflows"
+    )
+    engines: EnginesConfig | None = Field(None, description="engines and routes; default: <world_dir>/engines/*.yaml")
     store: StoreConfig | None = Field(None, description="embedding store; default: embedded, at <world_dir>/store")
     use_uvloop: bool = True
     default_count: int = Field(50, ge=1)
@@ -31,6 +33,9 @@ class GatewaySettings(BaseSettings):
     max_context_entries: int = Field(16, ge=0)
     max_context_bytes: int = Field(2048, ge=0)
     default_timeout_s: float = Field(0.5, gt=0, description="request budget when the caller sends no deadline")
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest request body accepted; larger ones get RESOURCE_EXHAUSTED"
+    )
     max_in_flight: int = Field(256, ge=1, description="admission limit; beyond it calls get RESOURCE_EXHAUSTED")
     drain_grace_s: float = Field(10.0, ge=0)
     offload_workers: int = Field(2, ge=1, description="threads for CPU-bound inference")

@@ -232,6 +232,7 @@ class _Mapped:
     info: TableInfo
     ids: npt.NDArray[np.int64]  # memory-mapped
     vectors: np.ndarray  # memory-mapped, float16 or float32
+    first_id: int | None = None  # set when the ids are first_id .. first_id + count - 1: no search needed
 
 
 def _map_version(root: Path, table: str, version: str, *, name: str) -> _Mapped:
@@ -265,7 +266,8 @@ def _map_version(root: Path, table: str, version: str, *, name: str) -> _Mapped:
             store=name,
             table=table,
         )
-    return _Mapped(info=info, ids=ids, vectors=vectors)
+    dense = info.count > 0 and int(ids[-1]) - int(ids[0]) + 1 == info.count  # sorted and unique: a range
+    return _Mapped(info=info, ids=ids, vectors=vectors, first_id=int(ids[0]) if dense else None)
 
 
 class _Table:
@@ -406,9 +408,16 @@ def _gather(mapped: _Mapped, query: npt.NDArray[np.int64]) -> tuple[npt.NDArray[
     vectors = np.zeros((len(query), mapped.info.dim), dtype=lookup_dtype(mapped.info.dtype))
     if mapped.info.count == 0 or len(query) == 0:
         return vectors, np.zeros(len(query), dtype=np.bool_)
-    positions = np.searchsorted(mapped.ids, query)
-    np.minimum(positions, mapped.info.count - 1, out=positions)
-    found = np.asarray(mapped.ids[positions] == query)
+    if mapped.first_id is not None:  # ids form a range (most entity tables): the row is id - first_id
+        positions = query - mapped.first_id
+        found = (positions >= 0) & (positions < mapped.info.count)
+        if found.all():
+            vectors[:] = mapped.vectors[positions]
+            return vectors, found
+    else:
+        positions = np.searchsorted(mapped.ids, query)
+        np.minimum(positions, mapped.info.count - 1, out=positions)
+        found = np.asarray(mapped.ids[positions] == query)
     vectors[found] = mapped.vectors[positions[found]]  # float16 -> float32 here, exactly
     return vectors, found
 

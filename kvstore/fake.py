@@ -59,6 +59,7 @@ class InMemoryStore:
         version: str = "v1",
         dtype: str = "float32",
         make_current: bool = True,
+        created_at: str | None = None,
     ) -> None:
         """Store a version of `table` (ids unique; vectors [n, dim]); make it current unless told not to."""
         id_list = [int(i) for i in np.asarray(ids).reshape(-1)]
@@ -67,7 +68,9 @@ class InMemoryStore:
             raise ValueError("ids must be unique and vectors [len(ids), dim]")
         stored = matrix.astype(dtype).astype(lookup_dtype(dtype))
         rows = {i: stored[k] for k, i in enumerate(id_list)}
-        info = TableInfo(name=table, version=version, dim=matrix.shape[1], dtype=dtype, count=len(id_list))
+        info = TableInfo(
+            name=table, version=version, dim=matrix.shape[1], dtype=dtype, count=len(id_list), created_at=created_at
+        )
         self._tables.setdefault(table, {})[version] = _Version(rows=rows, info=info)
         if make_current:
             self._current[table] = version

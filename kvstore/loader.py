@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kvstore.admin import EmbeddedAdmin, TableAdmin, VersionInfo
 from kvstore.admin import Progress as OnProgress
+from kvstore.base import lookup_dtype
 from kvstore.errors import StoreError
 
 DEFAULT_SAMPLE = 1000
@@ -92,8 +93,10 @@ def read_table_file(path: Path, *, first_id: int = 0) -> tuple[npt.NDArray[np.in
     ids, vectors = np.asarray(ids), np.asarray(vectors)
     if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
         raise ValueError(f"{path}: ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
-    if vectors.ndim != 2 or len(vectors) != len(ids) or vectors.dtype.kind != "f":
-        raise ValueError(f"{path}: vectors must be float [{len(ids)}, dim], got {vectors.dtype} {vectors.shape}")
+    if vectors.ndim != 2 or len(vectors) != len(ids) or vectors.dtype.kind not in "fi":
+        raise ValueError(
+            f"{path}: vectors must be float or int64 [{len(ids)}, dim], got {vectors.dtype} {vectors.shape}"
+        )
     return ids.astype(np.int64), vectors
 
 
@@ -126,7 +129,7 @@ async def push(
         raise VerificationError(f"{version}: {present} of {len(ids)} ids are stored", store=admin.name, table=table)
     rows = np.random.default_rng(seed).choice(len(ids), size=min(sample, len(ids)), replace=False)
     read = await admin.lookup(table, ids[rows], version=version, timeout_s=30.0)
-    expected = np.asarray(vectors[rows]).astype(dtype).astype(np.float32)
+    expected = np.asarray(vectors[rows]).astype(dtype).astype(lookup_dtype(dtype))
     if not read.found.all() or not np.array_equal(read.vectors, expected):
         bad = int(np.flatnonzero(~read.found | (read.vectors != expected).any(axis=1))[0])
         raise VerificationError(

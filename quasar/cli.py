@@ -201,3 +201,11 @@ main.add_command(ray)
 from quasar.cli_features import features  # noqa: E402
 
 main.add_command(features)
+
+from quasar.cli_candidates import candidates  # noqa: E402
+
+main.add_command(candidates)
+
+from quasar.cli_index import index  # noqa: E402
+
+main.add_command(index)

@@ -6,10 +6,8 @@ Steps are async units that read and write typed keys of a per-request `Context`;
 """
 
 from remix.budget import Budget, Clock
-from remix.candidates import Candidates, ItemType
 from remix.compose import Fallback, Parallel, Sequence, Switch
 from remix.context import Context
-from remix.corpus import Corpus
 from remix.dsl import WorkflowConfigError, load_workflow, load_workflows, parse_workflow
 from remix.executor import execute, new_context, run_workflow
 from remix.failures import Category, DependencyFailure, Failure, InvalidRequest, StepTimeout, WorkflowError
@@ -19,7 +17,6 @@ from remix.policy import Policy
 from remix.registry import StepParams, StepRegistry, StepType
 from remix.request import FeedRequest
 from remix.selectors import ContextSelector, RequestSelector, Selector, SlotSelector
-from remix.services import Services
 from remix.step import Step
 from remix.trace import Outcome, Trace, TraceEntry
 from remix.workflow import Workflow
@@ -27,18 +24,15 @@ from remix.wrappers import guard
 
 __all__ = [
     "Budget",
-    "Candidates",
     "Category",
     "Clock",
     "Context",
     "ContextSelector",
-    "Corpus",
     "DependencyFailure",
     "Failure",
     "Fallback",
     "FeedRequest",
     "InvalidRequest",
-    "ItemType",
     "Key",
     "Outcome",
     "Parallel",
@@ -46,7 +40,6 @@ __all__ = [
     "RequestSelector",
     "Selector",
     "Sequence",
-    "Services",
     "SlotSelector",
     "Step",
     "StepParams",

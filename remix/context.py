@@ -38,6 +38,8 @@ class Context:
     failures: list[Failure] = field(default_factory=list)
     table_versions: dict[str, str] = field(default_factory=dict)
     models: list[ModelUse] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    """Step name -> what it wants in its trace entry's detail when it succeeds (e.g. counts of what it dropped)."""
     _slots: dict[str, Any] = field(default_factory=dict)
 
     def with_budget(self, budget: Budget) -> Context:

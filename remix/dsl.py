@@ -49,7 +49,6 @@ from remix.keys import Key
 from remix.policy import Policy
 from remix.registry import StepRegistry
 from remix.selectors import REQUEST_FIELDS, ContextSelector, RequestSelector, Selector, SlotSelector
-from remix.services import Services
 from remix.step import Step
 from remix.workflow import Workflow
 from remix.wrappers import guard
@@ -136,9 +135,7 @@ M = TypeVar("M", bound=BaseModel)
 # --- loading ----------------------------------------------------------------------------------------------
 
 
-def load_workflow(
-    path: Path, registry: StepRegistry, services: Services, *, answer: Key[Any] | None = None
-) -> Workflow:
+def load_workflow(path: Path, registry: StepRegistry, services: Any, *, answer: Key[Any] | None = None) -> Workflow:
     """Load and validate one workflow file; raises `WorkflowConfigError` (also when `answer`, the key the
     caller answers from, is given and no step writes it)."""
     try:
@@ -149,7 +146,7 @@ def load_workflow(
 
 
 def load_workflows(
-    directory: Path, registry: StepRegistry, services: Services, *, answer: Key[Any] | None = None
+    directory: Path, registry: StepRegistry, services: Any, *, answer: Key[Any] | None = None
 ) -> dict[str, Workflow]:
     """Every `*.yaml` in `directory` (not recursive), by workflow name; two files naming the same
     workflow are an error. An empty directory gives an empty dict: whether that is fatal is the caller's
@@ -169,7 +166,7 @@ def load_workflows(
 
 
 def parse_workflow(
-    text: str, source_name: str, registry: StepRegistry, services: Services, *, answer: Key[Any] | None = None
+    text: str, source_name: str, registry: StepRegistry, services: Any, *, answer: Key[Any] | None = None
 ) -> Workflow:
     """Build a workflow from YAML `text`; `source_name` (usually the file path) prefixes every error.
     With `answer`, a workflow that never writes that key (the caller's answer) is an error too."""
@@ -195,7 +192,7 @@ def parse_workflow(
 class _Builder:
     """Walks the document in order, building guarded steps and remembering where each one was declared."""
 
-    def __init__(self, source: str, registry: StepRegistry, services: Services) -> None:
+    def __init__(self, source: str, registry: StepRegistry, services: Any) -> None:
         self._source = source
         self._registry = registry
         self._services = services

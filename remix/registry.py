@@ -8,7 +8,6 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from remix.services import Services
 from remix.step import Step
 
 
@@ -25,12 +24,14 @@ P = TypeVar("P", bound=StepParams)
 class StepType(Generic[P]):
     """A registered step type: its YAML name, its parameter model and how to build it.
 
-    `build(name, params, services)` returns a ready Step; it must not do I/O.
+    `build(name, params, services)` returns a ready Step; it must not do I/O. `services` are the
+    collaborators the step library injects (e.g. `remix.steps.services.Services`); the core never looks
+    inside them.
     """
 
     type_name: str
     params: type[P]
-    build: Callable[[str, P, Services], Step]
+    build: Callable[[str, P, Any], Step]
 
 
 class StepRegistry:

@@ -174,6 +174,9 @@ class Guarded:
         if outcome is not Outcome.OK:
             span.set_status(otel.Status(otel.StatusCode.ERROR, detail))
         left_s = ctx.budget.remaining_s()
+        note = ctx.notes.pop(self.name, "")
+        if outcome is Outcome.OK and note:
+            detail = note
         ctx.trace.record(
             TraceEntry(
                 name=self.name,

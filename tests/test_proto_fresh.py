@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERATED = (
     *("feed_pb2.py", "feed_pb2.pyi", "feed_pb2_grpc.py", "feed_pb2_grpc.pyi"),
     *("admin_pb2.py", "admin_pb2.pyi", "admin_pb2_grpc.py", "admin_pb2_grpc.pyi"),
+    *("candidates_pb2.py", "candidates_pb2.pyi", "candidates_pb2_grpc.py", "candidates_pb2_grpc.pyi"),
 )
 
 

@@ -1,14 +1,21 @@
 """`build_world`: the demo world, its embedding tables and its models, from a seed, in one call.
 
-Layout of the world directory:
+The world is a deployment directory (`gateway.deployment`) holding only data and declarations:
 
-    corpus/                      Corpus.save (memory-mapped by serving)
-    store/                       embedded store root: tables member, item, author, hashtag, member_features
-    models/first_pass.ubj        XGBoost P(click) over FIRST_PASS_FEATURES
-    models/ranker.onnx           the ranker's dense part (two-stage mode)
-    models/ranker_whole.onnx     the whole ranker, embedding tables inside (whole-model mode)
+    store/                       embedded store: every feature table (`quasar.demo.tables`) and the learned
+                                 embeddings (member, item, author, hashtag)
+    indexes/job_topics/<v>/      the ANN index of the jobs source (`kvstore.ann`)
+    features/feed.yaml           entities, feature views and derived features (`quasar.demo.feed_product`)
+    models/first_pass.ubj        XGBoost P(click), and first_pass.signature.yaml
+    models/ranker.onnx           the ranker's dense part (two-stage mode), and feed_ranker.signature.yaml
+    models/ranker_whole.onnx     the whole ranker, embedding tables inside, and feed_ranker_whole.signature.yaml
     models/ranker_weights.npz    every ranker weight, for other exporters (names: ranker.export_weights)
+    workflows/feed.yaml          the feed workflow
+    engines/feed.yaml            engines and routes
     world.json                   WorldManifest, written last: its presence marks a complete build
+
+Training assembles its inputs from the declarations through `features.InputPlan` over the same tables
+it writes to the store (an `ArrayReader`), so serving and training build model inputs with one code path.
 
 Everything is a function of the seed and the sizes: two builds with the same arguments differ only in
 timings (`build_seconds`, training seconds). Model and table versions are content digests, so a
@@ -33,9 +40,8 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from quasar.demo.world import WorldSpec, generate_corpus
-from remix.corpus import Corpus
-from remix.feature_spec import (
+from quasar.demo.corpus import Corpus
+from quasar.demo.layout import (
     DENSE_FEATURES,
     EMBEDDING_TABLES,
     FIRST_PASS_FEATURES,
@@ -45,16 +51,13 @@ from remix.feature_spec import (
     OBJECTIVES,
     RANKER_INPUT,
     RANKER_OUTPUT,
-    dense_features_pairs,
     first_pass_features_pairs,
     hashtag_ids,
-    member_feature_rows,
-    pool_multi_valued,
-    ranker_input,
     ranker_input_dim,
 )
+from quasar.demo.world import WorldSpec, generate_corpus
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: the world is a deployment directory (declarations, no corpus)
 MANIFEST_FILE = "world.json"
 MEMBER_FEATURES_TABLE = "member_features"
 IMPRESSIONS_PER_MEMBER = 30
@@ -182,7 +185,7 @@ def _complete(out_dir: Path, spec: WorldSpec, impressions: int) -> WorldManifest
         return None
     if not manifest.same_world(spec) or manifest.impressions != impressions:
         return None
-    if "ranker_whole" not in manifest.models:  # built before whole-model mode existed
+    if not all((out_dir / d).is_dir() for d in ("features", "workflows", "engines", "indexes")):
         return None
     if not all((out_dir / m.path).is_file() for m in manifest.models.values()):
         return None
@@ -252,112 +255,57 @@ def _split(n: int, seed: int) -> tuple[I64, I64]:
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
-def _served_inputs(corpus: Corpus, weights: Mapping[str, F32], member_ids: I64, item_ids: I64, dense: F32) -> F32:
-    """Ranker input rows assembled as the serving step does it, from the exported tables."""
-    flat, indptr = hashtag_ids(corpus, item_ids)
-    return ranker_input(
-        weights["embedding_member"][member_ids],
-        weights["embedding_item"][item_ids],
-        weights["embedding_author"][np.asarray(corpus.item_author[item_ids], dtype=np.int64)],
-        pool_multi_valued(weights["embedding_hashtag"][flat], indptr, "mean"),
-        dense,
-    )
+def _reference_time(clock_s: float) -> int:
+    """The world's "now" for item creation times: the build day's midnight UTC, so two builds of one world
+    on one day are identical (table versions are content digests). Serving computes ages against the
+    wall clock: an item is as old as the world says at build, and ages from there."""
+    return int(clock_s // 86400 * 86400)
 
 
-def _whole_inputs(probe: Any, n_hashtags: int) -> dict[str, npt.NDArray[Any]]:
-    """The whole model's inputs for training rows (`ranker.RankerData`, hashtags padded with n_hashtags)."""
-    from remix.steps.rank_whole import AUTHOR_ID, DENSE, HASHTAG_IDS, HASHTAG_MASK, ITEM_ID, MEMBER_ID
-
-    return {
-        MEMBER_ID: probe.member_id,
-        ITEM_ID: probe.item_id,
-        AUTHOR_ID: probe.author_id,
-        HASHTAG_IDS: probe.hashtags,
-        HASHTAG_MASK: (probe.hashtags != n_hashtags).astype(np.float32),
-        DENSE: probe.dense,
-    }
-
-
-def _write_tables(store_dir: Path, corpus: Corpus, weights: Mapping[str, F32], seed: int) -> dict[str, TableEntry]:
-    """Write every table as a content-named version and make it current (an identical version is reused)."""
-    from kvstore.embedded import list_versions, set_current, write_version
-
-    member_ids = np.arange(1, corpus.n_members + 1, dtype=np.int64)
-    item_ids = np.arange(1, corpus.n_items + 1, dtype=np.int64)
-    contents: dict[str, tuple[I64, F32]] = {
-        "member": (member_ids, weights["embedding_member"][member_ids]),
-        "item": (item_ids, weights["embedding_item"][item_ids]),
-        "author": (member_ids, weights["embedding_author"][member_ids]),
-        "hashtag": (np.arange(corpus.n_hashtags, dtype=np.int64), weights["embedding_hashtag"]),
-        MEMBER_FEATURES_TABLE: (member_ids, member_feature_rows(corpus, member_ids)),
-    }
-    tables: dict[str, TableEntry] = {}
-    for table, (ids, vectors) in contents.items():
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        version = _digest_version(seed, {"ids": ids, "vectors": vectors})
-        if version not in list_versions(store_dir, table):
-            write_version(store_dir, table, ids, vectors, dtype="float32", version=version)
-        set_current(store_dir, table, version)
-        tables[table] = TableEntry(
-            version=version, dim=int(vectors.shape[1]), dtype="float32", first_id=int(ids[0]), count=len(ids)
-        )
-    return tables
-
-
-def _write_declarations(features_dir: Path, embedding_dim: int) -> None:
-    """The world's store tables declared as feature views (`features/feed.yaml`): the gateway checks them
-    against the store at startup and `quasar features` lists and searches them."""
+def _dump(path: Path, document: Mapping[str, Any], header: str) -> None:
     import yaml
 
-    def vector_view(name: str, entity: str, table: str, description: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "entity": entity,
-            "table": table,
-            "owner": "feed-ranking",
-            "tags": ["embedding", "two-stage"],
-            "description": description,
-            "features": [{"name": "vector", "shape": [embedding_dim], "description": "learned embedding"}],
-        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {header}\n" + yaml.safe_dump(dict(document), sort_keys=False, width=120))
 
-    document = {
-        "entities": [
-            {"name": "member", "key": "request", "description": "the member the feed is for"},
-            {"name": "item", "key": "candidate", "description": "a post, article or job"},
-            {"name": "author", "key": "none", "description": "the member who wrote an item"},
-            {"name": "hashtag", "key": "none", "description": "a hashtag; items carry up to a few"},
-        ],
-        "views": [
-            vector_view("member_embedding", "member", "member", "The member tower of the multi-task ranker."),
-            vector_view("item_embedding", "item", "item", "The item tower of the multi-task ranker."),
-            vector_view("author_embedding", "author", "author", "The author tower of the multi-task ranker."),
-            vector_view("hashtag_embedding", "hashtag", "hashtag", "Hashtag vectors, mean-pooled per item."),
-            {
-                "name": "member_profile",
-                "entity": "member",
-                "table": MEMBER_FEATURES_TABLE,
-                "owner": "feed-ranking",
-                "tags": ["profile", "dense"],
-                "description": "Dense member features the offline job computes.",
-                "features": [
-                    {"name": name, "description": description}
-                    for name, description in zip(
-                        MEMBER_FEATURES,
-                        (
-                            "how engaged the member is, 0..1",
-                            "log1p of the number of connections",
-                            "log1p of the number of followed hashtags",
-                            "years since the member joined",
-                        ),
-                        strict=True,
-                    )
-                ],
-            },
-        ],
+
+def _write_table(store_dir: Path, table: str, ids: I64, rows: np.ndarray, seed: int) -> TableEntry:
+    """Write a table as a content-named version and make it current (an identical version is reused)."""
+    from kvstore.embedded import list_versions, set_current, write_version
+
+    dtype = "int64" if rows.dtype.kind in "iu" else "float32"
+    rows = np.ascontiguousarray(rows, dtype=np.int64 if dtype == "int64" else np.float32)
+    version = _digest_version(seed, {"ids": ids, "vectors": rows})
+    if version not in list_versions(store_dir, table):
+        write_version(store_dir, table, ids, rows, dtype=dtype, version=version)
+    set_current(store_dir, table, version)
+    return TableEntry(version=version, dim=int(rows.shape[1]), dtype=dtype, first_id=int(ids[0]), count=len(ids))
+
+
+def _embedding_tables(corpus: Corpus, weights: Mapping[str, F32]) -> dict[str, tuple[I64, F32]]:
+    members = np.arange(1, corpus.n_members + 1, dtype=np.int64)
+    items = np.arange(1, corpus.n_items + 1, dtype=np.int64)
+    return {
+        "member": (members, weights["embedding_member"][members]),
+        "item": (items, weights["embedding_item"][items]),
+        "author": (members, weights["embedding_author"][members]),
+        "hashtag": (np.arange(corpus.n_hashtags, dtype=np.int64), weights["embedding_hashtag"]),
     }
-    features_dir.mkdir(parents=True, exist_ok=True)
-    header = "# Written by `quasar world build`: the world's store tables declared as feature views.\n"
-    (features_dir / "feed.yaml").write_text(header + yaml.safe_dump(document, sort_keys=False, width=120))
+
+
+def _assemble(
+    plan: Any, reader: Any, tensors: Any, member_ids: I64, item_ids: I64, now_s: int, fp_score: F32 | None = None
+) -> dict[str, npt.NDArray[Any]]:
+    """A signature's inputs for (member, item) pairs, through the serving assembly code."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    columns = None if fp_score is None else {"first_pass_score": fp_score}
+    coroutine = plan.frame(reader, member_ids=member_ids, candidate_ids=item_ids, columns=columns, now_s=float(now_s))
+    # A loop of its own on a thread of its own: the build may be called from inside a running loop (tests).
+    with ThreadPoolExecutor(1) as thread:
+        frame = thread.submit(asyncio.run, coroutine).result()
+    return plan.tensors(frame, tensors)  # type: ignore[no-any-return]
 
 
 def build_world(
@@ -370,16 +318,21 @@ def build_world(
     impressions: int | None = None,
     force: bool = False,
     progress: bool = True,
+    clock: Callable[[], float] = time.time,
 ) -> WorldManifest:
     """Build (or reuse) the world in `out_dir`; returns its manifest.
 
     A complete world with the same seed and sizes (models present, its table versions current) is
-    reused unless `force`. Raises WorldBuildError when
-    an export disagrees with the trained model (parity above 1e-5) or the two-stage inputs differ from
-    the whole model's. `impressions` defaults to 30 per member.
+    reused unless `force`. Raises WorldBuildError when an export disagrees with the trained model (parity
+    above 1e-5), when the declared assembly disagrees with the world's own feature layout, or when the
+    two-stage inputs differ from the whole model's. `impressions` defaults to 30 per member.
     """
+    from features import ArrayReader, InputPlan, load_registry, load_signatures
+    from kvstore.ann import build_from_embedded, index_dir
+    from quasar.demo import feed_product as product
     from quasar.demo import first_pass, onnx_export, ranker
     from quasar.demo.interactions import generate_interactions
+    from quasar.demo.tables import feed_tables
 
     out_dir = Path(out_dir)
     spec = WorldSpec(seed=seed, members=members, items=items, hashtags=hashtags)
@@ -387,7 +340,6 @@ def build_world(
     n_impressions = impressions if impressions is not None else IMPRESSIONS_PER_MEMBER * members
     existing = None if force else _complete(out_dir, spec, n_impressions)
     if existing is not None:
-        _write_declarations(out_dir / "features", existing.embedding_dim)  # worlds built before they existed
         console.print(f"world in {out_dir} is up to date (seed {seed}); use force to rebuild")
         return existing
 
@@ -399,16 +351,47 @@ def build_world(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
     models_dir = out_dir / "models"
-    for stale in (out_dir / "corpus", models_dir):
+    for stale in (out_dir / "corpus", models_dir, out_dir / "features", out_dir / "workflows", out_dir / "engines"):
         shutil.rmtree(stale, ignore_errors=True)
+    store_dir = out_dir / "store"
+    now_s = _reference_time(clock())
+    config = ranker.RankerConfig()
 
     with stages.stage("corpus", f"{members:,} members · {items:,} items"):
         corpus = generate_corpus(spec)
-        corpus.save(out_dir / "corpus")
+    with stages.stage("feature tables"):
+        tables = feed_tables(corpus, reference_time_s=now_s)
+        widths = {
+            "connections": tables["member_graph"][1].shape[1],
+            "follows": tables["member_follows"][1].shape[1],
+            "item_hashtags": tables["item_meta"][1].shape[1] - 3,
+            "network_feed": tables["network_feed"][1].shape[1],
+            "hashtag_feed": tables["hashtag_feed"][1].shape[1],
+            "trending": tables["trending"][1].shape[1],
+        }
+        _dump(
+            out_dir / "features" / "feed.yaml",
+            product.features_document(embedding_dim=config.embedding_dim, topic_dim=spec.topic_dim, widths=widths),
+            "The feed product's features, written by `quasar world build`.",
+        )
+        for name, document in product.signature_documents().items():
+            _dump(models_dir / f"{name}.signature.yaml", document, f"Signature of {name}, written with the model.")
+        registry = load_registry(out_dir / "features")
+        signatures = load_signatures(models_dir, registry)
+        fp_signature, rk_signature = signatures[product.FIRST_PASS_MODEL], signatures[product.RANKER_MODEL]
+        whole_signature = signatures[product.WHOLE_MODEL]
+        dense_features = [registry.feature(name) for name in product.DENSE_INPUTS]
+
     with stages.stage("interactions", f"{n_impressions:,} impressions"):
         seen = generate_interactions(corpus, n_impressions, seed=seed)
         train_rows, heldout_rows = _split(len(seen), seed)
-        fp_features = first_pass_features_pairs(corpus, seen.member_id, seen.item_id)
+        reader = ArrayReader(tables)
+        fp_plan = InputPlan(registry, fp_signature.inputs[0].features)
+        fp_features = _assemble(fp_plan, reader, fp_signature.inputs, seen.member_id, seen.item_id, now_s)["features"]
+        layout = first_pass_features_pairs(corpus, seen.member_id, seen.item_id)
+        layout_diff = float(np.max(np.abs(fp_features - layout), initial=0.0))
+        if not layout_diff <= 1e-4:
+            raise WorldBuildError(f"declared first-pass features differ from the world's layout by {layout_diff:.3g}")
 
     clicks = seen.labels[:, OBJECTIVES.index("click")]
     with stages.stage("first pass (xgboost)"):
@@ -425,9 +408,11 @@ def build_world(
     console.print(f"  first pass: held-out click AUC {fp_report.heldout_auc:.3f}")
 
     fp_score = first_pass.predict_first_pass(booster, fp_features)
-    dense = dense_features_pairs(
-        corpus, seen.member_id, seen.item_id, fp_score, member_feature_rows(corpus, seen.member_id)
-    )
+    dense_plan = InputPlan(registry, dense_features)
+    from features.signature import InputTensor
+
+    dense_tensor = InputTensor(name="dense", dtype="float32", features=tuple(dense_features))
+    dense = _assemble(dense_plan, reader, [dense_tensor], seen.member_id, seen.item_id, now_s, fp_score)["dense"]
     flat, indptr = hashtag_ids(corpus, seen.item_id)
     data = ranker.RankerData(
         member_id=seen.member_id,
@@ -437,7 +422,6 @@ def build_world(
         dense=dense,
         labels=seen.labels,
     )
-    config = ranker.RankerConfig()
     with stages.bar("ranker (torch)") as on_step:
         model, rk_report = ranker.train_ranker(
             data.take(train_rows),
@@ -468,12 +452,19 @@ def build_world(
             onnx_export.build_whole_model_onnx(weights, version=ranker_version, embedding_dim=config.embedding_dim),
             whole_path,
         )
-        probe = data.take(heldout_rows[:PARITY_ROWS])
+        tables.update(_embedding_tables(corpus, weights))
+        served_reader = ArrayReader(tables)
+        probe_rows = heldout_rows[:PARITY_ROWS]
+        probe = data.take(probe_rows)
         x = ranker.ranker_inputs(model, probe)
-        served = _served_inputs(corpus, weights, probe.member_id, probe.item_id, probe.dense)
+        probe_args = (seen.member_id[probe_rows], seen.item_id[probe_rows], now_s, fp_score[probe_rows])
+        rk_plan = InputPlan(registry, rk_signature.inputs[0].features)
+        served = _assemble(rk_plan, served_reader, rk_signature.inputs, *probe_args)["features"]
         two_stage_diff = float(np.max(np.abs(served - x), initial=0.0))
-        if not two_stage_diff <= 1e-6:
+        if not two_stage_diff <= 1e-5:
             raise WorldBuildError(f"two-stage inputs differ from the model's own by {two_stage_diff:.3g}")
+        whole_plan = InputPlan(registry, (f for t in whole_signature.inputs for f in t.features))
+        whole_inputs = _assemble(whole_plan, served_reader, whole_signature.inputs, *probe_args)
         try:
             parity = onnx_export.check_parity(
                 {
@@ -481,16 +472,22 @@ def build_world(
                     "torch_whole_model": ranker.predict(model, probe),
                     "onnxruntime": onnx_export.run_onnx(onnx_path, served),
                     "numpy": onnx_export.dense_forward(weights, served),
-                    "onnxruntime_whole_model": onnx_export.run_whole_onnx(whole_path, _whole_inputs(probe, hashtags)),
+                    "onnxruntime_whole_model": onnx_export.run_whole_onnx(whole_path, whole_inputs),
                 },
                 tolerance=PARITY_TOLERANCE,
             )
         except onnx_export.ParityError as error:
             raise WorldBuildError(f"ranker export parity failed: {error}") from error
 
-    with stages.stage("embedding tables"):
-        tables = _write_tables(out_dir / "store", corpus, weights, seed)
-        _write_declarations(out_dir / "features", config.embedding_dim)
+    with stages.stage("store tables", f"{len(tables)} tables"):
+        entries = {table: _write_table(store_dir, table, ids, rows, seed) for table, (ids, rows) in tables.items()}
+    with stages.stage("ann index", "job_topics"):
+        index = build_from_embedded(store_dir, "job_topics", entries["job_topics"].version, seed=seed)
+        target = index_dir(out_dir / "indexes", "job_topics", entries["job_topics"].version)
+        if not target.exists():
+            index.save(target)
+    _dump(out_dir / "workflows" / "feed.yaml", product.workflow_document(), "The feed workflow (`quasar world build`).")
+    _dump(out_dir / "engines" / "feed.yaml", product.engines_document(), "The feed's engines and routes.")
 
     manifest = WorldManifest(
         format=MANIFEST_FORMAT,
@@ -512,7 +509,7 @@ def build_world(
         ranker_output=RANKER_OUTPUT,
         ranker_input_dim=ranker_input_dim(config.embedding_dim),
         ranker_version=ranker_version,
-        tables=tables,
+        tables=entries,
         models={
             "first_pass": _model_file(out_dir, first_pass_path),
             "ranker": _model_file(out_dir, onnx_path),
@@ -523,7 +520,13 @@ def build_world(
             {
                 "first_pass": asdict(fp_report),
                 "ranker": asdict(rk_report),
-                "parity": {"max_abs_diff": parity, "two_stage_input_max_abs_diff": two_stage_diff, "rows": len(x)},
+                "parity": {
+                    "max_abs_diff": parity,
+                    "two_stage_input_max_abs_diff": two_stage_diff,
+                    "declared_vs_layout_first_pass_max_abs_diff": layout_diff,
+                    "rows": len(x),
+                },
+                "reference_time_s": now_s,
                 "stage_seconds": {name: round(s, 3) for name, s in stages.seconds.items()},
             }
         ),
@@ -532,3 +535,11 @@ def build_world(
     (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
     console.print(f"[bold]world ready[/bold] in {manifest.build_seconds:.1f} s → {out_dir}")
     return manifest
+
+
+def world_corpus(out_dir: Path) -> Corpus:
+    """The corpus a built world was made from, generated again from its manifest (deterministic; the world
+    itself holds only the tables serving reads)."""
+    manifest = load_manifest(out_dir)
+    spec = WorldSpec(seed=manifest.seed, members=manifest.members, items=manifest.items, hashtags=manifest.hashtags)
+    return generate_corpus(spec)

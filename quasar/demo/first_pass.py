@@ -15,7 +15,7 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from quasar.demo.interactions import roc_auc
-from remix.feature_spec import FIRST_PASS_FEATURES
+from quasar.demo.layout import FIRST_PASS_FEATURES
 
 F32 = npt.NDArray[np.float32]
 

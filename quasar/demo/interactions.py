@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from remix.candidates import ItemType
-from remix.corpus import Corpus
-from remix.feature_spec import FIRST_PASS_FEATURES, OBJECTIVES, first_pass_features_pairs
+from quasar.demo.corpus import Corpus
+from quasar.demo.layout import FIRST_PASS_FEATURES, OBJECTIVES, first_pass_features_pairs
+from remix.steps.candidates import ItemType
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

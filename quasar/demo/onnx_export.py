@@ -22,7 +22,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from remix.feature_spec import DENSE_FEATURES, OBJECTIVES, RANKER_INPUT, RANKER_OUTPUT
+from quasar.demo.layout import DENSE_FEATURES, OBJECTIVES, RANKER_INPUT, RANKER_OUTPUT
 
 F32 = npt.NDArray[np.float32]
 
@@ -32,6 +32,11 @@ IR_VERSION = 8  # the IR of opset 17, so older ONNX Runtime builds (Triton's) lo
 
 class ParityError(AssertionError):
     """Two implementations of the ranker disagree beyond tolerance: the export is wrong."""
+
+
+MEMBER_ID, ITEM_ID, AUTHOR_ID, HASHTAG_IDS, DENSE = "member_id", "item_id", "author_id", "hashtag_ids", "dense"
+WHOLE_MODEL_INPUTS: tuple[str, ...] = (MEMBER_ID, ITEM_ID, AUTHOR_ID, HASHTAG_IDS, DENSE)
+"""Inputs of the whole model (see `build_whole_model_onnx`)."""
 
 
 def _count(weights: Mapping[str, F32], prefix: str) -> int:
@@ -171,14 +176,13 @@ def build_whole_model_onnx(
 ) -> onnx.ModelProto:
     """The whole ranker, embedding tables inside (whole-model mode): raw ids in, probabilities out.
 
-    Inputs are `remix.steps.rank_whole.WHOLE_MODEL_INPUTS`. Each id gathers its table row; an id outside
-    the table (or id 0 of member/item/author, not an id) gives a zero vector, as a missing id does in
-    two-stage mode. Hashtag vectors are mean-pooled under the mask (an item without hashtags pools to
-    zeros). The rows then go through the same dense graph as `build_ranker_onnx`, so both modes compute
-    the same function of the same weights.
+    Inputs are `WHOLE_MODEL_INPUTS`: int64 [n] member, item and author ids, int64 [n, T] hashtag ids padded
+    with -1, float32 [n, k] dense features. Each id gathers its table row; an id outside the table (or id 0
+    of member/item/author, not an id) gives a zero vector, as a missing id does in two-stage mode. Hashtag
+    vectors are mean-pooled over the ids >= 0 (an item without hashtags pools to zeros). The rows then go
+    through the same dense graph as `build_ranker_onnx`, so both modes compute the same function of the
+    same weights.
     """
-    from remix.steps.rank_whole import AUTHOR_ID, DENSE, HASHTAG_IDS, HASHTAG_MASK, ITEM_ID, MEMBER_ID
-
     model = build_ranker_onnx(weights, version=version, embedding_dim=embedding_dim, objectives=objectives)
     graph = model.graph
     initializers: list[TensorProto] = []
@@ -221,9 +225,10 @@ def build_whole_model_onnx(
     item = gather("embedding_item", ITEM_ID)
     author = gather("embedding_author", AUTHOR_ID)
     tags = gather("embedding_hashtag", HASHTAG_IDS)  # [n, width, dim]
-    mask = node("Unsqueeze", [HASHTAG_MASK, last_axis], "hashtag_mask_col")
+    hashtag_mask = node("Cast", [f"{HASHTAG_IDS}_ge0"], "hashtag_mask", to=TensorProto.FLOAT)
+    mask = node("Unsqueeze", [hashtag_mask, last_axis], "hashtag_mask_col")
     summed = node("ReduceSum", [node("Mul", [tags, mask], "hashtags_masked"), axis_1], "hashtags_sum", keepdims=0)
-    count = node("Max", [node("ReduceSum", [HASHTAG_MASK, axis_1], "hashtags_count", keepdims=1), one], "hashtags_n")
+    count = node("Max", [node("ReduceSum", [hashtag_mask, axis_1], "hashtags_count", keepdims=1), one], "hashtags_n")
     pooled = node("Div", [summed, count], "hashtags_pooled")
     node("Concat", [member, item, author, pooled, DENSE], RANKER_INPUT, axis=1)
 
@@ -234,7 +239,6 @@ def build_whole_model_onnx(
     inputs = [
         *ids_inputs,
         helper.make_tensor_value_info(HASHTAG_IDS, TensorProto.INT64, ["N", "T"]),
-        helper.make_tensor_value_info(HASHTAG_MASK, TensorProto.FLOAT, ["N", "T"]),
         helper.make_tensor_value_info(DENSE, TensorProto.FLOAT, ["N", width - 4 * embedding_dim]),
     ]
     whole = helper.make_graph(

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from quasar.demo.interactions import roc_auc
-from remix.feature_spec import OBJECTIVES, ranker_input_dim
+from quasar.demo.layout import OBJECTIVES, ranker_input_dim
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from quasar.demo.layout import RANKER_INPUT, RANKER_OUTPUT
 from quasar.demo.onnx_export import F32, check_parity, dense_forward
-from remix.feature_spec import RANKER_INPUT, RANKER_OUTPUT
 
 SIGNATURE = "serving_default"
 PARITY_ROWS = 64

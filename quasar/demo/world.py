@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from remix.candidates import ItemType
-from remix.corpus import Corpus
+from quasar.demo.corpus import Corpus
+from remix.steps.candidates import ItemType
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

@@ -1,32 +1,37 @@
-"""The built-in ranking steps and the keys they exchange.
+"""The built-in ranking steps and the keys they exchange (the ranking library; `remix` itself is the
+generic workflow engine and never imports this package).
 
 `builtin_step_types()` lists every step type a YAML workflow can name: rewrite, features,
-features.defaults, source.network, source.jobs, source.trending, source.hashtags, merge, rank,
-rank.whole_model, rank.first_pass_order, blend. The gateway answers with FEED.
+features.defaults, source.kv_list, source.static, source.ann, source.grpc, merge, filter, rank,
+rank.first_pass_order, blend. The gateway answers with FEED.
 """
 
 from remix.registry import StepType
 from remix.steps.blend import BLEND, BlendParams
+from remix.steps.candidates import Candidates, ItemType
 from remix.steps.features import FEATURES, FEATURES_DEFAULTS, FeaturesParams
+from remix.steps.filter import FILTER, FilterParams
 from remix.steps.keys import (
-    EMBEDDINGS_MISSING,
     EXPERIMENT_BUCKET,
+    FEATURES_MISSING,
     FEED,
+    FILTERED,
     MEMBER_DEFAULTED,
-    MEMBER_EMBEDDING,
-    MEMBER_FEATURES,
     MERGED,
     QUERY,
     RANKED,
     TABLE_VERSIONS,
     Query,
+    member_rows_key,
     source_key,
 )
+from remix.steps.lifecycle import Resources
 from remix.steps.merge import MERGE, MergeParams
 from remix.steps.rank import FIRST_PASS_ORDER, RANK, RankParams
-from remix.steps.rank_whole import RANK_WHOLE_MODEL, RankWholeParams
 from remix.steps.rewrite import REWRITE, RewriteParams, experiment_bucket
-from remix.steps.sources import HASHTAGS, JOBS, NETWORK, TRENDING
+from remix.steps.services import Services
+from remix.steps.sources import GRPC, KV_LIST, STATIC
+from remix.steps.sources.ann import ANN
 
 
 def builtin_step_types() -> list[StepType]:  # type: ignore[type-arg]
@@ -35,37 +40,41 @@ def builtin_step_types() -> list[StepType]:  # type: ignore[type-arg]
         REWRITE,
         FEATURES,
         FEATURES_DEFAULTS,
-        NETWORK,
-        JOBS,
-        TRENDING,
-        HASHTAGS,
+        KV_LIST,
+        STATIC,
+        ANN,
+        GRPC,
         MERGE,
+        FILTER,
         RANK,
-        RANK_WHOLE_MODEL,
         FIRST_PASS_ORDER,
         BLEND,
     ]
 
 
 __all__ = [
-    "EMBEDDINGS_MISSING",
     "EXPERIMENT_BUCKET",
+    "FEATURES_MISSING",
     "FEED",
+    "FILTERED",
     "MEMBER_DEFAULTED",
-    "MEMBER_EMBEDDING",
-    "MEMBER_FEATURES",
     "MERGED",
     "QUERY",
     "RANKED",
     "TABLE_VERSIONS",
     "BlendParams",
+    "Candidates",
     "FeaturesParams",
+    "FilterParams",
+    "ItemType",
     "MergeParams",
     "Query",
     "RankParams",
-    "RankWholeParams",
+    "Resources",
     "RewriteParams",
+    "Services",
     "builtin_step_types",
     "experiment_bucket",
+    "member_rows_key",
     "source_key",
 ]

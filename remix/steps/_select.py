@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from remix.candidates import ItemType
+from remix.steps.candidates import ItemType
 
 ITEM_TYPE_NAMES: dict[str, ItemType] = {"post": ItemType.POST, "article": ItemType.ARTICLE, "job": ItemType.JOB}
 

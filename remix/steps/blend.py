@@ -10,8 +10,8 @@ from pydantic import Field
 from remix.context import Context
 from remix.keys import Key
 from remix.registry import StepParams, StepType
-from remix.services import Services
 from remix.steps.keys import FEED, QUERY, RANKED
+from remix.steps.services import Services
 
 
 class BlendParams(StepParams):

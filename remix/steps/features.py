@@ -1,4 +1,4 @@
-"""`features`: pins the request's table versions and fetches the member's embedding and feature row."""
+"""`features`: pins the request's table versions and reads the member's rows of the declared views."""
 
 from __future__ import annotations
 
@@ -7,125 +7,110 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from kvstore.base import EmbeddingStore
-from remix import feature_spec
+from features import StoreReader
+from features.assembly import default_row
+from features.declarations import KEY_REQUEST, ViewDecl
+from features.errors import nearest
 from remix.context import Context
 from remix.failures import DependencyFailure
 from remix.keys import Key
 from remix.registry import StepParams, StepType
-from remix.services import Services
-from remix.steps._defaults import check_defaults, with_defaults
-from remix.steps.keys import MEMBER_DEFAULTED, MEMBER_EMBEDDING, MEMBER_FEATURES, QUERY, TABLE_VERSIONS
-
-MEMBER_TABLE = "member"
-MEMBER_FEATURES_TABLE = "member_features"
-TABLES: tuple[str, ...] = (*feature_spec.EMBEDDING_TABLES, MEMBER_FEATURES_TABLE)
+from remix.steps.keys import MEMBER_DEFAULTED, QUERY, TABLE_VERSIONS, member_rows_key
+from remix.steps.services import Services
 
 
 class FeaturesParams(StepParams):
-    """The tables are those of `remix.feature_spec`. `defaults`: table ('member', 'member_features') -> the
-    vector a member without a row gets (zeros when not configured)."""
+    """`views`: the views keyed by the request (the member) to read, once per request; later steps
+    reading a member feature need its view here (checked when the workflow is built)."""
 
-    defaults: dict[str, list[float]] = Field(default_factory=dict)
+    views: list[str] = Field(default_factory=list)
 
-    @field_validator("defaults")
-    @classmethod
-    def _member_tables(cls, defaults: dict[str, list[float]]) -> dict[str, list[float]]:
-        return check_defaults(defaults, (MEMBER_TABLE, MEMBER_FEATURES_TABLE))
+
+def _member_views(name: str, params: FeaturesParams, services: Services) -> list[ViewDecl]:
+    views = []
+    registry = services.registry
+    for view_name in params.views:
+        view = registry.views.get(view_name)
+        if view is None:
+            raise ValueError(f"step {name!r}: unknown view {view_name!r}{nearest(view_name, registry.views)}")
+        if registry.entities[view.entity].key != KEY_REQUEST:
+            raise ValueError(f"step {name!r}: view {view_name!r} is keyed by {view.entity!r}, not by the request")
+        views.append(view)
+    return views
 
 
 class Features:
-    """Reads QUERY; writes TABLE_VERSIONS (also copied into `ctx.table_versions`), MEMBER_EMBEDDING,
-    MEMBER_FEATURES and MEMBER_DEFAULTED.
+    """Reads QUERY; writes TABLE_VERSIONS (also copied into `ctx.table_versions`), `member_rows_key(view)`
+    per configured view ((1, width), declared defaults where the member has no row) and MEMBER_DEFAULTED.
 
-    Current versions of every table the request reads (EMBEDDING_TABLES and 'member_features') are
-    resolved once, here; later steps look up at those versions only, so one request never mixes two
-    versions of a table. A member without a row (a cold start, including ids beyond the corpus) gets
-    the table's configured default (zeros) and the table's name in MEMBER_DEFAULTED: that is not a
-    failure. A table with no current version, or a feature row of the wrong width, is a DependencyFailure;
-    so is any store error (unreachable, timeout, a version the model's pins refuse): the workflow decides
-    with a fallback (`features.defaults`) whether the request goes on without the store.
+    The current version of every declared table is resolved here, once, per store; later steps read at
+    those versions only, so one request never mixes two versions of a table. A member without a row (a cold
+    start) is not a failure. A table with no current version, or any store error, is a DependencyFailure:
+    the workflow decides with a fallback (`features.defaults`) whether the request goes on without it.
     """
 
-    reads: frozenset[Key[Any]] = frozenset({QUERY})
     optional_reads: frozenset[Key[Any]] = frozenset()
-    writes: frozenset[Key[Any]] = frozenset({TABLE_VERSIONS, MEMBER_EMBEDDING, MEMBER_FEATURES, MEMBER_DEFAULTED})
+    reads: frozenset[Key[Any]] = frozenset({QUERY})
 
     def __init__(self, name: str, params: FeaturesParams, services: Services) -> None:
         self.name = name
-        self._store: EmbeddingStore = services.store
-        self._defaults = params.defaults
+        self._views = _member_views(name, params, services)
+        self._stores = services.stores
+        tables: dict[str, set[str]] = {}
+        for view in services.registry.views.values():
+            tables.setdefault(view.store, set()).add(view.table)
+        self._tables = {store: sorted(names) for store, names in tables.items()}
+        self.writes: frozenset[Key[Any]] = frozenset(
+            {TABLE_VERSIONS, MEMBER_DEFAULTED, *(member_rows_key(v.name) for v in self._views)}
+        )
 
     async def __call__(self, ctx: Context) -> None:
-        store = self._store
-        versions = dict(await store.current_versions(TABLES))
-        missing = [table for table in TABLES if table not in versions]
+        resolved = await asyncio.gather(
+            *(self._stores[store].current_versions(tables) for store, tables in self._tables.items())
+        )
+        versions: dict[str, str] = {}
+        for found in resolved:
+            versions.update(found)
+        missing = sorted(t for tables in self._tables.values() for t in tables if t not in versions)
         if missing:
-            raise DependencyFailure(f"store {store.name!r} has no current version of {missing}", step=self.name)
+            raise DependencyFailure(f"no current version of tables {missing}", step=self.name)
         ctx.table_versions.update(versions)
         ctx.set(TABLE_VERSIONS, MappingProxyType(versions))
 
+        reader = StoreReader(self._stores, versions, timeout_s=ctx.budget.remaining_s())
         member = np.array([ctx.get(QUERY).member_id], dtype=np.int64)
-        timeout_s = ctx.budget.remaining_s()
-        embedding, features = await asyncio.gather(
-            store.lookup(MEMBER_TABLE, member, version=versions[MEMBER_TABLE], timeout_s=timeout_s),
-            store.lookup(MEMBER_FEATURES_TABLE, member, version=versions[MEMBER_FEATURES_TABLE], timeout_s=timeout_s),
-        )
-        if features.vectors.shape != (1, len(feature_spec.MEMBER_FEATURES)):
-            raise DependencyFailure(
-                f"{MEMBER_FEATURES_TABLE}@{features.version} rows have shape {features.vectors.shape[1:]}, "
-                f"expected ({len(feature_spec.MEMBER_FEATURES)},)",
-                step=self.name,
-            )
-        defaulted = frozenset(
-            table
-            for table, lookup in ((MEMBER_TABLE, embedding), (MEMBER_FEATURES_TABLE, features))
-            if not lookup.found[0]
-        )
-        for key, table, lookup in (
-            (MEMBER_EMBEDDING, MEMBER_TABLE, embedding),
-            (MEMBER_FEATURES, MEMBER_FEATURES_TABLE, features),
-        ):
-            row = with_defaults(lookup, self._defaults.get(table), table=table, step=self.name)[0]
-            ctx.set(key, np.array(row, dtype=np.float32))
-        ctx.set(MEMBER_DEFAULTED, defaulted)
+        rows = await asyncio.gather(*(reader.read(view, member) for view in self._views))
+        for view, row in zip(self._views, rows, strict=True):
+            ctx.set(member_rows_key(view.name), row)
+        ctx.set(MEMBER_DEFAULTED, frozenset(reader.missing))
 
 
 class FeaturesDefaults:
     """Fallback for `features` when the store fails: the request goes on without it, degraded.
 
-    Writes what `features` writes, without reading the store: TABLE_VERSIONS empty (no version was
-    resolved, so a later step that needs the store, such as `rank`, fails over to its own fallback),
-    MEMBER_FEATURES the configured 'member_features' default (zeros), MEMBER_EMBEDDING the configured
-    'member' default (an empty vector when none: its dim is not known without the store), and both tables
-    in MEMBER_DEFAULTED.
+    Writes what `features` writes without reading the store: TABLE_VERSIONS empty (so a later step that
+    needs the store fails over to its own fallback), every configured view's declared default row, and
+    every view in MEMBER_DEFAULTED.
     """
 
     reads: frozenset[Key[Any]] = frozenset()
     optional_reads: frozenset[Key[Any]] = frozenset()
-    writes: frozenset[Key[Any]] = Features.writes
 
     def __init__(self, name: str, params: FeaturesParams, services: Services) -> None:
         self.name = name
-        self._member = np.asarray(params.defaults.get(MEMBER_TABLE, []), dtype=np.float32)
-        default = params.defaults.get(MEMBER_FEATURES_TABLE)
-        self._features = (
-            np.zeros(len(feature_spec.MEMBER_FEATURES), np.float32)
-            if default is None
-            else np.asarray(default, dtype=np.float32)
+        self._views = _member_views(name, params, services)
+        self._rows = {view.name: default_row(view).reshape(1, -1) for view in self._views}
+        self.writes: frozenset[Key[Any]] = frozenset(
+            {TABLE_VERSIONS, MEMBER_DEFAULTED, *(member_rows_key(v.name) for v in self._views)}
         )
-        if self._features.shape != (len(feature_spec.MEMBER_FEATURES),):
-            raise ValueError(
-                f"the {MEMBER_FEATURES_TABLE!r} default must have {len(feature_spec.MEMBER_FEATURES)} values"
-            )
 
     async def __call__(self, ctx: Context) -> None:
         ctx.set(TABLE_VERSIONS, MappingProxyType({}))
-        ctx.set(MEMBER_EMBEDDING, self._member.copy())
-        ctx.set(MEMBER_FEATURES, self._features.copy())
-        ctx.set(MEMBER_DEFAULTED, frozenset({MEMBER_TABLE, MEMBER_FEATURES_TABLE}))
+        for view, row in self._rows.items():
+            ctx.set(member_rows_key(view), row.copy())
+        ctx.set(MEMBER_DEFAULTED, frozenset(self._rows))
 
 
 FEATURES = StepType("features", FeaturesParams, Features)

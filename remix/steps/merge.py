@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from remix.candidates import Candidates
 from remix.context import Context
 from remix.keys import Key
 from remix.registry import StepParams, StepType
-from remix.services import Services
 from remix.steps._select import top_k
+from remix.steps.candidates import Candidates
 from remix.steps.keys import MERGED, source_key
+from remix.steps.services import Services
 
 MAX_SOURCES = 32  # one bit per source in Candidates.sources_mask (uint32)
 

@@ -13,8 +13,8 @@ from remix.context import Context
 from remix.failures import InvalidRequest
 from remix.keys import Key
 from remix.registry import StepParams, StepType
-from remix.services import Services
 from remix.steps.keys import EXPERIMENT_BUCKET, QUERY, Query
+from remix.steps.services import Services
 
 _LOCALE = re.compile(r"^([a-z]{2,3})(?:[_-]([a-z]{2}))?$")
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -88,7 +88,6 @@ class Rewrite:
         self.name = name
         self._params = params
         self._allowed = frozenset(params.allowed_context)
-        self._corpus = services.corpus
 
     async def __call__(self, ctx: Context) -> None:
         params, request = self._params, ctx.request
@@ -115,7 +114,6 @@ class Rewrite:
         )
         query = Query(
             member_id=request.member_id,
-            corpus_member=request.member_id if self._corpus.has_member(request.member_id) else 0,
             count=request.count or params.default_count,
             surface=context["surface"],
             locale=context["locale"],

@@ -12,12 +12,12 @@ import grpc
 import pytest
 import yaml
 
-from gateway.app import FeedApp, builtin_workflows_dir
+from gateway.app import FeedApp
 from gateway.server import GatewayServer
 from gateway.settings import GatewaySettings
 from quasar.v1 import feed_pb2_grpc
 from remix import Context, StepParams, StepType
-from remix.services import Services
+from remix.steps import Services
 
 
 @dataclass
@@ -62,10 +62,16 @@ def stall_step_type(gates: Gates) -> StepType[StallParams]:
     return StepType("test.stall", StallParams, build)
 
 
-def write_test_workflows(directory: Path) -> Path:
-    """The built-in feed workflow plus variants with stalled steps, in a fresh directory."""
+def world_workflow(world: Path, name: str = "feed") -> dict[str, Any]:
+    """A workflow the world build wrote, as a YAML document to vary."""
+    document: dict[str, Any] = yaml.safe_load((world / "workflows" / f"{name}.yaml").read_text())
+    return document
+
+
+def write_test_workflows(directory: Path, world: Path) -> Path:
+    """The world's feed workflow plus variants with stalled steps, in a fresh directory."""
     directory.mkdir(parents=True, exist_ok=True)
-    feed = yaml.safe_load((builtin_workflows_dir() / "feed.yaml").read_text())
+    feed = world_workflow(world)
     (directory / "feed.yaml").write_text(yaml.safe_dump(feed))
 
     # an optional source that never answers in time: the answer must come back degraded
@@ -95,8 +101,8 @@ def write_test_workflows(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def test_workflows(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_test_workflows(tmp_path_factory.mktemp("workflows"))
+def test_workflows(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Path:
+    return write_test_workflows(tmp_path_factory.mktemp("workflows"), small_world)
 
 
 def make_settings(world: Path, workflows: Path | None = None, **overrides: Any) -> GatewaySettings:

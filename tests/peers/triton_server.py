@@ -24,7 +24,7 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remix.feature_spec import RANKER_INPUT, RANKER_OUTPUT
+from quasar.demo.layout import RANKER_INPUT, RANKER_OUTPUT
 from tests.peers._process import REPO_ROOT, PeerProcess, PeerStartError
 
 ACCESS_TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"

@@ -1,24 +1,19 @@
-"""First-pass candidate sources: each retrieves item ids from the corpus and scores them with a first-pass model."""
+"""First-pass candidate sources: a kind says how ids are retrieved; every source then scores them with a
+declared first-pass model and keeps the best (`_base.DeclaredSource`)."""
 
-from remix.steps.sources._base import Source, SourceParams
-from remix.steps.sources.hashtags import HASHTAGS, HashtagsParams, HashtagsSource
-from remix.steps.sources.jobs import JOBS, JobsParams, JobsSource
-from remix.steps.sources.network import NETWORK, NetworkParams, NetworkSource
-from remix.steps.sources.trending import TRENDING, TrendingParams, TrendingSource
+from remix.steps.sources._base import DeclaredSource, Retriever, SourceParams
+from remix.steps.sources.grpc import GRPC, GrpcParams
+from remix.steps.sources.kv_list import KV_LIST, KvListParams
+from remix.steps.sources.static import STATIC, StaticParams
 
 __all__ = [
-    "HASHTAGS",
-    "JOBS",
-    "NETWORK",
-    "TRENDING",
-    "HashtagsParams",
-    "HashtagsSource",
-    "JobsParams",
-    "JobsSource",
-    "NetworkParams",
-    "NetworkSource",
-    "Source",
+    "GRPC",
+    "KV_LIST",
+    "STATIC",
+    "DeclaredSource",
+    "GrpcParams",
+    "KvListParams",
+    "Retriever",
     "SourceParams",
-    "TrendingParams",
-    "TrendingSource",
+    "StaticParams",
 ]

@@ -1,35 +1,40 @@
-"""What every first-pass source shares: retrieve item ids, score them with a first-pass model, keep the best."""
+"""What every first-pass source shares: retrieve candidate ids, score them with a declared first-pass model,
+keep the best. A kind (kv_list, static, ann, grpc) only says how ids are retrieved (`Retriever`)."""
 
 from __future__ import annotations
 
-import abc
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
 
-from engines.base import Models
-from remix.candidates import Candidates
+from features.registry import Feature
 from remix.context import Context
-from remix.corpus import Corpus
-from remix.feature_spec import FIRST_PASS_INPUT, FIRST_PASS_OUTPUT, first_pass_features
 from remix.keys import Key
 from remix.registry import StepParams
-from remix.services import Services
-from remix.steps._model_call import infer, output
+from remix.steps._model_scores import head_scores
 from remix.steps._select import top_k
-from remix.steps.keys import QUERY, Query, source_key
+from remix.steps.candidates import Candidates
+from remix.steps.keys import source_key
+from remix.steps.scoring import DeclaredInputs, resolve_features
+from remix.steps.services import Services
 
-ItemTypeName = Literal["post", "article", "job"]
+I64 = npt.NDArray[np.int64]
 
 
 class SourceParams(StepParams):
-    """`retrieve`: most ids a source hands to the first-pass model; `limit`: most candidates it writes."""
+    """`model`: the first-pass model (its declared signature says what it reads); its first head is the
+    first-pass score. `retrieve`: most ids handed to it; `limit`: most candidates written. `item_type` and
+    `author`: features holding each candidate's type and author id (merge and blend use them; 0 when
+    not configured)."""
 
-    model: str = "first_pass"
+    model: str = Field(min_length=1)
     limit: int = Field(default=300, gt=0)
     retrieve: int = Field(default=1000, gt=0)
+    item_type: str | None = None
+    author: str | None = None
 
     @model_validator(mode="after")
     def _retrieve_covers_limit(self) -> SourceParams:
@@ -38,47 +43,62 @@ class SourceParams(StepParams):
         return self
 
 
-class Source(abc.ABC):
-    """A first-pass source step: reads QUERY, writes `source_key(name)`.
+class Retriever(Protocol):
+    """How a source finds ids. `reads`: keys it needs beyond QUERY (e.g. a member row)."""
 
-    Writes at most `limit` candidates, best first-pass score first; an empty set when retrieval finds
-    nothing (then no model is called). The model's 'score' output must be finite, shape (n,) or (n, 1).
-    """
+    reads: frozenset[Key[Any]]
 
-    reads: frozenset[Key[Any]] = frozenset({QUERY})
+    async def retrieve(self, ctx: Context, *, limit: int) -> I64:
+        """Unique candidate ids, at most `limit`, best first when the retriever knows an order."""
+        ...
+
+
+class DeclaredSource:
+    """A source step: reads QUERY, TABLE_VERSIONS, the member rows its model and retriever need; writes
+    `source_key(name)`: at most `limit` candidates, best first-pass score first (an empty set when
+    retrieval finds nothing; then no model is called)."""
+
     optional_reads: frozenset[Key[Any]] = frozenset()
 
-    def __init__(self, name: str, params: SourceParams, services: Services) -> None:
+    def __init__(self, name: str, params: SourceParams, services: Services, retriever: Retriever) -> None:
         self.name = name
         self.key = source_key(name)
         self.writes: frozenset[Key[Any]] = frozenset({self.key})
         self._params = params
-        self._models: Models = services.models
-        self._corpus: Corpus = services.corpus
-
-    @abc.abstractmethod
-    def retrieve(self, query: Query) -> npt.NDArray[np.int64]:
-        """Unique item ids to score, at most `params.retrieve`, in any order. Pure memory work."""
+        self._retriever = retriever
+        self._models = services.models
+        self._signature = services.signature(params.model, step=name)
+        meta = resolve_features(services, [n for n in (params.item_type, params.author) if n is not None], step=name)
+        model_features: Iterable[Feature] = (f for t in self._signature.inputs for f in t.features)
+        self._inputs = DeclaredInputs(services, [*model_features, *meta], step=name)
+        self.reads: frozenset[Key[Any]] = self._inputs.reads | retriever.reads
 
     async def __call__(self, ctx: Context) -> None:
-        query = ctx.get(QUERY)
-        item_ids = self.retrieve(query)
-        corpus = self._corpus
+        item_ids = await self._retriever.retrieve(ctx, limit=self._params.retrieve)
         if len(item_ids) == 0:
-            ctx.set(self.key, self._candidates(item_ids, np.empty(0, np.float32)))
+            ctx.set(self.key, Candidates.empty((self.name,)))
             return
-        features = first_pass_features(corpus, query.corpus_member, item_ids)
-        model = self._params.model
-        outputs = await infer(ctx, self.name, self._models, model, {FIRST_PASS_INPUT: features})
-        scores = output(outputs, FIRST_PASS_OUTPUT, (len(item_ids),), step=self.name, model=model)
+        frame, _ = await self._inputs.frame(ctx, item_ids)
+        scores = (await head_scores(ctx, self.name, self._models, self._signature, self._inputs, frame))[:, 0]
         best = top_k(scores, self._params.limit)
-        ctx.set(self.key, self._candidates(item_ids[best], scores[best]))
-
-    def _candidates(self, item_ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]) -> Candidates:
-        return Candidates.from_source(
-            self.name,
-            item_id=item_ids,
-            item_type=self._corpus.item_type[item_ids],
-            author_id=self._corpus.item_author[item_ids],
-            first_pass_score=scores,
+        n = len(best)
+        item_type = (
+            np.zeros(n, np.int8) if self._params.item_type is None else frame.get(self._params.item_type)[best, 0]
         )
+        author = np.zeros(n, np.int64) if self._params.author is None else frame.get(self._params.author)[best, 0]
+        ctx.set(
+            self.key,
+            Candidates.from_source(
+                self.name, item_id=item_ids[best], item_type=item_type, author_id=author, first_pass_score=scores[best]
+            ),
+        )
+
+
+def unique_in_order(ids: I64, limit: int) -> I64:
+    """The first `limit` distinct non-negative ids of `ids`, in their order (padding and repeats dropped)."""
+    ids = ids[ids >= 0]
+    order = np.argsort(ids, kind="stable")
+    ranked = ids[order]
+    repeated = np.empty(len(ids), dtype=np.bool_)
+    repeated[order] = np.r_[False, ranked[1:] == ranked[:-1]]  # later copies of an id, in the input's order
+    return np.asarray(ids[~repeated][:limit], dtype=np.int64)

@@ -20,9 +20,9 @@ from engines.config import (
     TFServingEngineConfig,
     TritonEngineConfig,
 )
-from gateway.app import default_engines_config
-from remix.corpus import Corpus
-from remix.feature_spec import (
+from gateway.deployment import Deployment
+from quasar.demo.build import world_corpus
+from quasar.demo.layout import (
     dense_features_pairs,
     hashtag_ids,
     member_feature_rows,
@@ -60,7 +60,7 @@ def tfserving_peer(
 @pytest.fixture(scope="session")
 def world_rows(small_world: Path) -> np.ndarray:
     """500 second-pass input rows of real (member, item) pairs, assembled as the rank step does."""
-    corpus = Corpus.load(small_world / "corpus")
+    corpus = world_corpus(small_world)
     rng = np.random.default_rng(500)
     members = rng.integers(1, corpus.n_members + 1, PARITY_ROWS).astype(np.int64)
     items = rng.integers(1, corpus.n_items + 1, PARITY_ROWS).astype(np.int64)
@@ -106,7 +106,7 @@ def federated_engines(
 ) -> EnginesConfig:
     """The world's default engines (local ONNX ranker, XGBoost first pass) plus `extra`, with the
     feed_ranker route replaced by `route`."""
-    default = default_engines_config(world)
+    default = Deployment(world).engines_config()
     return EnginesConfig(
         engines={**default.engines, **extra},
         routes={**default.routes, RANKER: route},

@@ -19,8 +19,8 @@ from engines.config import RouteConfig, TFServingEngineConfig, TritonEngineConfi
 from engines.errors import BadOutput, EngineTimeout, EngineUnavailable
 from engines.tfserving import TFServingEngine
 from engines.types import ModelRef
+from quasar.demo.layout import RANKER_INPUT
 from quasar.v1 import feed_pb2
-from remix.feature_spec import RANKER_INPUT
 from tests.integration.federation.conftest import (
     RANKER,
     federated_engines,

@@ -14,9 +14,9 @@ from engines._offload import Offloader
 from engines.config import RouteConfig, TFServingEngineConfig, TritonEngineConfig
 from engines.onnx import OnnxEngine
 from engines.types import ModelRef
+from quasar.demo.layout import RANKER_INPUT, RANKER_OUTPUT
 from quasar.demo.onnx_export import check_parity, dense_forward
 from quasar.v1 import feed_pb2
-from remix.feature_spec import RANKER_INPUT, RANKER_OUTPUT
 from tests.integration.federation.conftest import (
     RANKER,
     federated_engines,

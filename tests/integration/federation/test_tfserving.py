@@ -20,8 +20,8 @@ from tensorflow_serving.apis import (
 from engines.errors import BadInput, EngineUnavailable, ModelNotFound
 from engines.tfserving import TFServingEngine
 from engines.types import ModelRef
+from quasar.demo.layout import RANKER_INPUT, RANKER_OUTPUT
 from quasar.demo.onnx_export import dense_forward
-from remix.feature_spec import RANKER_INPUT, RANKER_OUTPUT
 from tests.integration.federation.conftest import RANKER, started, tfserving_config
 from tests.peers.fixtures import TF_FIELDS, TF_LABELS
 from tests.peers.tfserving_peer import TFServingPeer

@@ -15,8 +15,8 @@ from tritonclient.utils import InferenceServerException
 from engines.errors import BadInput, EngineUnavailable, ModelNotFound
 from engines.triton import TritonEngine
 from engines.types import ModelRef
+from quasar.demo.layout import RANKER_INPUT, RANKER_OUTPUT
 from quasar.demo.onnx_export import run_onnx
-from remix.feature_spec import RANKER_INPUT, RANKER_OUTPUT
 from tests.integration.federation.conftest import RANKER, started, triton_config
 from tests.peers.triton_server import TritonPeer, free_ports
 

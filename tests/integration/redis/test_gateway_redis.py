@@ -22,7 +22,9 @@ async def test_killing_redis_mid_traffic_degrades_answers_and_never_fails_them(
 ) -> None:
     await push_world(small_world, own_redis.url, prefix)
     store = RedisStoreConfig(url=own_redis.url, prefix=prefix, timeout_s=0.05, cache=CacheConfig(tables=("member",)))
-    running = await start_gateway(make_settings(small_world, relaxed_feed(tmp_path / "wf"), store=store), Gates())
+    running = await start_gateway(
+        make_settings(small_world, relaxed_feed(tmp_path / "wf", small_world), store=store), Gates()
+    )
     registry = running.server.app.metrics.registry
 
     async def get(member: int) -> feed_pb2.GetFeedResponse:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.app import FeedApp, builtin_workflows_dir
+from gateway.app import FeedApp
 from kvstore.config import RedisStoreConfig
 from kvstore.loader import push
 from kvstore.pinning import VersionPolicy
@@ -27,13 +27,15 @@ from tests.integration.redis.worlds import push_world, relaxed_feed
 MEMBERS = (1, 42, 77, 500, 799, 10_000)  # 10,000 is beyond the corpus: a cold start, missing everywhere
 
 
-def parity_workflows(directory: Path) -> Path:
-    """`two_stage` (rank from the store) and `whole` (rank.whole_model), no fallbacks: a failure fails the test."""
-    steps = yaml.safe_load((builtin_workflows_dir() / "feed.yaml").read_text())["steps"]
+def parity_workflows(directory: Path, world: Path) -> Path:
+    """`two_stage` (rank from the store) and `whole` (the whole model), no fallbacks: a failure fails the test."""
+    steps = yaml.safe_load((world / "workflows" / "feed.yaml").read_text())["steps"]
     rank = next(step for step in steps if step.get("type") == "rank")
-    whole = {"type": "rank.whole_model", "weights": rank["weights"]}
+    whole = {**rank["fallback"], "name": "rank"}
+    whole.pop("fallback")
     return relaxed_feed(
         directory,
+        world,
         two_stage={"features": None, "rank": None},
         whole={"features": None, "rank": whole},
     )
@@ -55,7 +57,9 @@ async def test_whole_model_and_two_stage_give_the_same_scores(
     small_world: Path, redis_server: RedisServer, prefix: str, pushed: dict[str, str], tmp_path: Path
 ) -> None:
     assert pushed == {table: entry.version for table, entry in load_manifest(small_world).tables.items()}
-    app = await start_app(small_world, redis_server.url, prefix, "refuse", parity_workflows(tmp_path / "wf"))
+    app = await start_app(
+        small_world, redis_server.url, prefix, "refuse", parity_workflows(tmp_path / "wf", small_world)
+    )
     try:
         worst = 0.0
         for member in MEMBERS:
@@ -97,7 +101,7 @@ async def switch_item_table(url: str, prefix: str) -> str:
 async def test_serving_other_table_versions_is_refused_or_alerted(
     small_world: Path, redis_server: RedisServer, prefix: str, pushed: dict[str, str], mode: str, tmp_path: Path
 ) -> None:
-    app = await start_app(small_world, redis_server.url, prefix, mode, relaxed_feed(tmp_path / "wf"))
+    app = await start_app(small_world, redis_server.url, prefix, mode, relaxed_feed(tmp_path / "wf", small_world))
     registry = app.metrics.registry
     try:
         pinned = await app.get_feed(FeedRequest("a", 42, 20), timeout_s=5.0)

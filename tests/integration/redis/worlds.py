@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 
-from gateway.app import builtin_workflows_dir
 from kvstore.loader import push, read_table_file
 from kvstore.redis import RedisStore
 from quasar.demo.build import load_manifest
@@ -22,18 +21,18 @@ async def push_world(world: Path, url: str, prefix: str) -> dict[str, str]:
         pushed = {}
         for table, entry in load_manifest(world).tables.items():
             ids, vectors = read_table_file(world / "store" / table / "versions" / entry.version)
-            report = await push(writer, table, ids, vectors, version=entry.version, sample=200)
+            report = await push(writer, table, ids, vectors, dtype=entry.dtype, version=entry.version, sample=200)
             pushed[table] = report.version
         return pushed
     finally:
         await writer.close()
 
 
-def relaxed_feed(directory: Path, **variants: dict[str, Any]) -> Path:
-    """The built-in feed workflow with budgets no loaded test machine misses (features' 50 ms is tight for
+def relaxed_feed(directory: Path, world: Path, **variants: dict[str, Any]) -> Path:
+    """The world's feed workflow with budgets no loaded test machine misses (features' 50 ms is tight for
     a fresh connection on a busy CI box), plus `variants`: workflow name -> step type -> replacement node
     (None drops the step's fallback instead)."""
-    feed = yaml.safe_load((builtin_workflows_dir() / "feed.yaml").read_text())
+    feed = yaml.safe_load((world / "workflows" / "feed.yaml").read_text())
     feed["timeout_s"] = 10.0
     for step in feed["steps"]:
         for node in [step, *step.get("parallel", {}).get("branches", [])]:

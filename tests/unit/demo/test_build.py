@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from quasar.demo import build as build_module
+from quasar.demo import layout as fs
 from quasar.demo import onnx_export
 from quasar.demo.build import MANIFEST_FILE, WorldBuildError, WorldManifest, build_world, load_manifest
-from remix import feature_spec as fs
 
 TINY = {"members": 300, "items": 3_000, "hashtags": 100}
 
@@ -22,12 +22,18 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[Path, WorldMa
     built = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         out = tmp_path_factory.mktemp(f"world-{name}")
-        built.append((out, build_world(out, seed=seed, progress=False, **TINY)))
+        built.append((out, build_world(out, seed=seed, progress=False, clock=lambda: NOW_S, **TINY)))
     return tuple(built)
 
 
-def _corpus_files(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((out / "corpus").iterdir())}
+NOW_S = 1_765_000_000.0  # one build day for every build of these tests, even across midnight
+
+
+def _data_files(out: Path) -> dict[str, bytes]:
+    """Declarations and every table version's arrays (what serving reads)."""
+    files = [*out.glob("features/*.yaml"), *out.glob("workflows/*.yaml"), *out.glob("engines/*.yaml")]
+    files += [*out.glob("store/*/versions/*/*.npy")]
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(files)}
 
 
 def _scores(out: Path, manifest: WorldManifest) -> np.ndarray:
@@ -47,7 +53,7 @@ def _timeless(manifest: WorldManifest) -> dict[str, object]:
 
 def test_same_seed_same_world(twins: tuple[tuple[Path, WorldManifest], ...]) -> None:
     (a, ma), (b, mb), _ = twins
-    assert _corpus_files(a) == _corpus_files(b)
+    assert _data_files(a) == _data_files(b)
     for name in ("first_pass", "ranker", "ranker_weights"):
         assert ma.models[name].sha256 == mb.models[name].sha256, name
     np.testing.assert_array_equal(_scores(a, ma), _scores(b, mb))
@@ -56,7 +62,7 @@ def test_same_seed_same_world(twins: tuple[tuple[Path, WorldManifest], ...]) -> 
 
 def test_other_seed_other_world(twins: tuple[tuple[Path, WorldManifest], ...]) -> None:
     (a, ma), _, (c, mc) = twins
-    assert _corpus_files(a) != _corpus_files(c)
+    assert _data_files(a) != _data_files(c)
     assert ma.ranker_version != mc.ranker_version
     assert all(ma.tables[t].version != mc.tables[t].version for t in ma.tables)
     assert not np.array_equal(_scores(a, ma), _scores(c, mc))
@@ -117,7 +123,15 @@ def test_build_fails_loudly_when_the_export_disagrees(tmp_path: Path, monkeypatc
 def test_progress_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build_world(tmp_path, seed=1, progress=True, **TINY)
     out = capsys.readouterr().out
-    for stage in ("corpus", "interactions", "first pass", "ranker", "export + parity", "embedding tables"):
+    for stage in (
+        "corpus",
+        "feature tables",
+        "interactions",
+        "first pass",
+        "ranker",
+        "export + parity",
+        "store tables",
+    ):
         assert stage in out
     assert "held-out AUC" in out
     assert "world ready" in out
@@ -135,3 +149,15 @@ def test_incomplete_world_is_rebuilt(tmp_path: Path) -> None:
     assert again.tables == first.tables
     assert (tmp_path / "store" / "item" / "CURRENT").read_text().strip() == first.tables["item"].version
     assert build_world(tmp_path, seed=3, impressions=5_000, progress=False, **TINY).impressions == 5_000
+
+
+def test_build_fails_loudly_when_declarations_disagree_with_the_worlds_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quasar.demo import feed_product
+
+    swapped = ("item_age_days", "item_log_popularity", *feed_product.FIRST_PASS_INPUTS[2:])
+    monkeypatch.setattr(feed_product, "FIRST_PASS_INPUTS", swapped)
+    with pytest.raises(WorldBuildError, match="declared first-pass features differ from the world's layout"):
+        build_world(tmp_path, seed=1, progress=False, **TINY)
+    assert not (tmp_path / MANIFEST_FILE).exists()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from quasar.demo.corpus import Corpus
 from quasar.demo.interactions import IMPRESSION_SOURCES, SOURCE_SHARES, generate_interactions, roc_auc
+from quasar.demo.layout import OBJECTIVES
 from quasar.demo.world import WorldSpec, generate_corpus
-from remix.candidates import ItemType
-from remix.corpus import Corpus
-from remix.feature_spec import OBJECTIVES
+from remix.steps.candidates import ItemType
 
 N = 40_000
 

@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 import xgboost as xgb
 
+from features import load_registry
 from kvstore.embedded import EmbeddedStore
+from quasar.demo import layout as fs
 from quasar.demo import onnx_export
-from quasar.demo.build import MEMBER_FEATURES_TABLE, WorldManifest
+from quasar.demo.build import MEMBER_FEATURES_TABLE, WorldManifest, world_corpus
 from quasar.demo.first_pass import load_first_pass, predict_first_pass
 from quasar.demo.interactions import generate_interactions, roc_auc
-from remix import feature_spec as fs
-from remix.corpus import Corpus
 
 World = tuple[Path, WorldManifest]
 
@@ -45,7 +45,10 @@ def test_manifest_describes_the_layouts(world: World) -> None:
     assert manifest.dense_features == fs.DENSE_FEATURES
     assert manifest.member_features == fs.MEMBER_FEATURES
     assert manifest.ranker_input_dim == fs.ranker_input_dim(manifest.embedding_dim)
-    assert set(manifest.tables) == {*fs.EMBEDDING_TABLES, MEMBER_FEATURES_TABLE}
+    # every table the world wrote is a declared view's table, and the reverse
+    declared = {view.table for view in load_registry(out / "features").views.values()}
+    assert set(manifest.tables) == declared
+    assert {*fs.EMBEDDING_TABLES, MEMBER_FEATURES_TABLE} <= declared
     for name, model in manifest.models.items():
         path = out / model.path
         assert hashlib.sha256(path.read_bytes()).hexdigest() == model.sha256, name
@@ -58,7 +61,7 @@ def test_first_pass_model(world: World) -> None:
     booster = load_first_pass(out / "models" / "first_pass.ubj")
     assert booster.num_features() == len(fs.FIRST_PASS_FEATURES)
     assert booster.num_boosted_rounds() == 60
-    corpus = Corpus.load(out / "corpus")
+    corpus = world_corpus(out)
     items = np.arange(1, 301, dtype=np.int64)
     features = fs.first_pass_features(corpus, 3, items)
     scores = predict_first_pass(booster, features)
@@ -130,7 +133,7 @@ async def test_store_tables_hold_the_exported_weights(world: World, weights: dic
                 table, np.array([entry.first_id - 1, entry.first_id + entry.count]), version=versions[table]
             )
             assert not outside.found.any()
-        corpus = Corpus.load(out / "corpus")
+        corpus = world_corpus(out)
         member_ids = np.arange(1, corpus.n_members + 1, dtype=np.int64)
         rows = await store.lookup(MEMBER_FEATURES_TABLE, member_ids, version=versions[MEMBER_FEATURES_TABLE])
         np.testing.assert_array_equal(rows.vectors, fs.member_feature_rows(corpus, member_ids))
@@ -142,7 +145,7 @@ def test_two_stage_serving_path_ranks_well(world: World, weights: dict[str, np.n
     """Fresh impressions scored the way the serving steps do it (per member, single-member functions,
     vectors from the exported tables, ONNX Runtime): the click head beats chance clearly."""
     out, manifest = world
-    corpus = Corpus.load(out / "corpus")
+    corpus = world_corpus(out)
     booster = load_first_pass(out / "models" / "first_pass.ubj")
     fresh = generate_interactions(corpus, 6_000, seed=1234)
     inputs = np.empty((len(fresh), manifest.ranker_input_dim), dtype=np.float32)

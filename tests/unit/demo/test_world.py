@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from quasar.demo.build import WorldManifest
+from quasar.demo.corpus import Corpus
 from quasar.demo.world import MAX_AGE_HOURS, WorldSpec, generate_corpus
-from remix.candidates import ItemType
-from remix.corpus import Corpus
+from remix.steps.candidates import ItemType
 
 SPEC = WorldSpec(seed=21, members=2_000, items=20_000, hashtags=400)
 
@@ -142,11 +142,30 @@ def test_author_items_newest_first(corpus: Corpus) -> None:
     assert (age[1:][same] >= age[:-1][same]).all()
 
 
-def test_saved_corpus_loads_back(world: tuple[Path, WorldManifest]) -> None:
-    out, manifest = world
-    loaded = Corpus.load(out / "corpus")
+def test_the_world_is_data_and_declarations_only(world: tuple[Path, WorldManifest]) -> None:
+    out, _ = world
+    assert sorted(p.name for p in out.iterdir()) == [
+        "engines",
+        "features",
+        "indexes",
+        "models",
+        "store",
+        "workflows",
+        "world.json",
+    ]
+    assert sorted(p.name for p in (out / "models").glob("*.signature.yaml")) == [
+        "feed_ranker.signature.yaml",
+        "feed_ranker_whole.signature.yaml",
+        "first_pass.signature.yaml",
+    ]
+
+
+def test_saved_corpus_loads_back(world: tuple[Path, WorldManifest], tmp_path: Path) -> None:
+    _, manifest = world
     generated = generate_corpus(
         WorldSpec(seed=manifest.seed, members=manifest.members, items=manifest.items, hashtags=manifest.hashtags)
     )
+    generated.save(tmp_path / "corpus")
+    loaded = Corpus.load(tmp_path / "corpus")
     for name, array in _arrays(generated).items():
         np.testing.assert_array_equal(_arrays(loaded)[name], array, err_msg=name)

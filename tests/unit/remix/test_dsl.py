@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -14,7 +14,6 @@ from remix.dsl import WorkflowConfigError, load_workflow, load_workflows, parse_
 from remix.executor import run_workflow
 from remix.keys import Key
 from remix.registry import StepParams, StepRegistry, StepType
-from remix.services import Services
 from remix.testing import FuncStep, GateStep, make_request
 from remix.trace import Outcome
 from remix.workflow import Workflow
@@ -25,7 +24,7 @@ BUCKET: Key[str] = Key("bucket", str)
 MERGED: Key[tuple[str, ...]] = Key("merged", tuple)
 RANKED: Key[str] = Key("ranked", str)
 FEED: Key[str] = Key("feed", str)
-SERVICES = cast(Services, None)  # the test step types need no collaborators
+SERVICES = None  # the test step types need no collaborators
 
 
 def source_key(name: str) -> Key[str]:
@@ -53,7 +52,7 @@ class BlendParams(StepParams):
     max_per_author: int = 3
 
 
-def _rewrite(name: str, params: RewriteParams, services: Services) -> FuncStep:
+def _rewrite(name: str, params: RewriteParams, services: object) -> FuncStep:
     async def run(ctx: Context) -> None:
         ctx.set(QUERY, ctx.request.member_id)
         ctx.set(BUCKET, ctx.request.context.get("bucket", params.bucket))
@@ -61,7 +60,7 @@ def _rewrite(name: str, params: RewriteParams, services: Services) -> FuncStep:
     return FuncStep(name, run, writes=[QUERY, BUCKET])
 
 
-def _source(name: str, params: SourceParams, services: Services) -> FuncStep:
+def _source(name: str, params: SourceParams, services: object) -> FuncStep:
     async def run(ctx: Context) -> None:
         if params.broken:
             raise ConnectionError(f"{name} backend down")
@@ -70,7 +69,7 @@ def _source(name: str, params: SourceParams, services: Services) -> FuncStep:
     return FuncStep(name, run, reads=[QUERY], writes=[source_key(name)])
 
 
-def _merge(name: str, params: MergeParams, services: Services) -> FuncStep:
+def _merge(name: str, params: MergeParams, services: object) -> FuncStep:
     keys = [source_key(source) for source in params.sources]
 
     async def run(ctx: Context) -> None:
@@ -79,7 +78,7 @@ def _merge(name: str, params: MergeParams, services: Services) -> FuncStep:
     return FuncStep(name, run, optional_reads=keys, writes=[MERGED])
 
 
-def _rank(name: str, params: RankParams, services: Services) -> FuncStep:
+def _rank(name: str, params: RankParams, services: object) -> FuncStep:
     async def run(ctx: Context) -> None:
         if params.broken:
             raise ConnectionError("ranker down")
@@ -89,7 +88,7 @@ def _rank(name: str, params: RankParams, services: Services) -> FuncStep:
     return FuncStep(name, run, reads=[MERGED], writes=[RANKED])
 
 
-def _first_pass_order(name: str, params: StepParams, services: Services) -> FuncStep:
+def _first_pass_order(name: str, params: StepParams, services: object) -> FuncStep:
     async def run(ctx: Context) -> None:
         merged: tuple[str, ...] = ctx.get(MERGED)
         ctx.set(RANKED, f"first_pass({'+'.join(merged)})")
@@ -97,11 +96,11 @@ def _first_pass_order(name: str, params: StepParams, services: Services) -> Func
     return FuncStep(name, run, reads=[MERGED], writes=[RANKED])
 
 
-def _stuck(name: str, params: StepParams, services: Services) -> GateStep:
+def _stuck(name: str, params: StepParams, services: object) -> GateStep:
     return GateStep(name, writes={RANKED: "never"})
 
 
-def _blend(name: str, params: BlendParams, services: Services) -> FuncStep:
+def _blend(name: str, params: BlendParams, services: object) -> FuncStep:
     async def run(ctx: Context) -> None:
         ctx.set(FEED, f"{name}:{params.max_per_author}:{ctx.get(RANKED)}")
 
@@ -410,7 +409,7 @@ async def _noop(ctx: Context) -> None:
 def test_build_failure_of_a_step_type_is_a_config_error() -> None:
     registry_ = registry()
 
-    def explode(name: str, params: StepParams, services: Services) -> Any:
+    def explode(name: str, params: StepParams, services: object) -> Any:
         raise ValueError("model 'ranker' is not configured")
 
     registry_.register(StepType("explode", StepParams, explode))

@@ -1,46 +1,101 @@
-"""A tiny hand-made corpus, the shipped Models and store fakes, and context helpers."""
+"""A tiny product declared as data (features, signatures), the shipped Models and store fakes, and helpers."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from engines.fake import FakeModels
+from features import FeatureRegistry, ModelSignature, load_registry, load_signatures
 from kvstore.fake import FakeLookup, InMemoryStore
 from remix.budget import Budget
-from remix.candidates import ItemType
 from remix.context import Context
-from remix.corpus import Corpus
-from remix.feature_spec import (
-    FIRST_PASS_INPUT,
-    FIRST_PASS_OUTPUT,
-    MEMBER_FEATURES,
-    OBJECTIVES,
-    RANKER_INPUT,
-    RANKER_OUTPUT,
-)
 from remix.registry import StepRegistry
 from remix.request import FeedRequest
-from remix.services import Services
 from remix.step import Step
-from remix.steps import builtin_step_types
+from remix.steps import Resources, Services, builtin_step_types
+from remix.steps.candidates import ItemType
+from remix.steps.remote import RemoteCandidates
 
-DIM = 4  # second-pass embedding width in these tests
-NOW_S = 1000.0
+DIM = 4
+NOW_S = 1000.0  # the monotonic clock budgets read
+WALL_S = 1_700_000_000.0  # the wall clock features read
+N_MEMBERS, N_ITEMS = 6, 30
 
-# --- the corpus --------------------------------------------------------------------------------------------
-# Members 1..6; member 6 has no connections and follows no hashtag. Items 1..30, authored round robin by
-# members 1..5; item i is a POST when i % 3 == 1, an ARTICLE when i % 3 == 2, a JOB when i % 3 == 0; its
-# age is age_of(i) hours (distinct, not in id order). Hashtags 0..4 (no padding row, as in the real world).
-CONNECTIONS = {1: [2, 3], 2: [1], 3: [1, 4, 5], 4: [3], 5: [3], 6: []}
-FOLLOWS = {1: [0, 1], 2: [2], 3: [], 4: [3, 4], 5: [0], 6: []}
-N_MEMBERS, N_ITEMS, N_HASHTAGS = 6, 30, 5
+FEATURES_YAML = """
+entities:
+  - {name: member, key: request}
+  - {name: item, key: candidate}
+  - {name: author, key: item_meta.author_id}
+  - {name: hashtag, key: none}
+  - {name: everyone, key: none}
+views:
+  - {name: member_embedding, entity: member, table: member, features: [{name: vector, shape: [4]}]}
+  - {name: member_profile, entity: member, table: member_features, features: [{name: activity, default: 0.5}]}
+  - {name: member_topics, entity: member, table: member_topics, features: [{name: vector, shape: [2]}]}
+  - name: member_graph
+    entity: member
+    table: member_graph
+    dtype: int64
+    features: [{name: connections, shape: [3], default: -1}]
+  - name: network_feed
+    entity: member
+    table: network_feed
+    dtype: int64
+    max_age_s: 3600
+    features: [{name: items, shape: [6], default: -1}]
+  - name: item_meta
+    entity: item
+    table: item_meta
+    dtype: int64
+    features: [{name: type}, {name: author_id}, {name: hashtags, shape: [2], default: -1}]
+  - {name: item_stats, entity: item, table: item_stats, features: [{name: popularity}]}
+  - {name: item_embedding, entity: item, table: item, features: [{name: vector, shape: [4]}]}
+  - {name: job_topics, entity: item, table: job_topics, features: [{name: vector, shape: [2]}]}
+  - {name: author_embedding, entity: author, table: author, features: [{name: vector, shape: [4]}]}
+  - {name: hashtag_embedding, entity: hashtag, table: hashtag, features: [{name: vector, shape: [4]}]}
+  - name: trending
+    entity: everyone
+    table: trending
+    dtype: int64
+    features: [{name: items, shape: [5], default: -1}]
+derived:
+  - {name: item_log_popularity, transform: log1p, inputs: [item_stats.popularity]}
+  - {name: author_is_connection, transform: contains, inputs: [member_graph.connections, item_meta.author_id]}
+  - {name: hashtags_pooled, transform: pool, inputs: [item_meta.hashtags, hashtag_embedding.vector]}
+"""
+
+SIGNATURES_YAML = {
+    "first_pass": """
+model: first_pass
+candidate_entity: item
+inputs: [{name: features, features: [item_log_popularity, author_is_connection]}]
+outputs: [{name: score, heads: [click]}]
+""",
+    "feed_ranker": """
+model: feed_ranker
+candidate_entity: item
+inputs:
+  - name: features
+    features: [member_embedding.vector, item_embedding.vector, author_embedding.vector, hashtags_pooled,
+               candidate.first_pass_score, member_profile.activity]
+outputs: [{name: scores, heads: [click, share]}]
+""",
+    "feed_ranker_whole": """
+model: feed_ranker_whole
+candidate_entity: item
+inputs:
+  - {name: item_id, dtype: int64, layout: vector, features: [item.id]}
+  - {name: dense, features: [candidate.first_pass_score]}
+outputs: [{name: scores, heads: [click, share]}]
+""",
+}
 
 
 def item_type_of(item: int) -> ItemType:
@@ -51,75 +106,52 @@ def author_of(item: int) -> int:
     return (item - 1) % 5 + 1
 
 
-def age_of(item: int) -> int:
-    return (item * 7) % 31
+CONNECTIONS = {1: [2, 3], 2: [1], 3: [1, 4, 5], 4: [3], 5: [3]}  # member 6: no rows anywhere (a cold start)
+NETWORK = {1: [4, 2, 9, 2, 7], 2: [1, 5], 3: [30, 29, 28, 27, 26, 25], 4: [], 5: [3]}
+TRENDING = [10, 11, 12, 13, 14]
 
 
-def hashtags_of(item: int) -> list[int]:
-    return sorted({item % 5, (item + 1) % 5}) if item % 2 == 0 else [item % 5]
+def popularity_of(item: int) -> float:
+    return float((item * 13) % 17)
 
 
-def _csr(rows: Sequence[Sequence[int]], dtype: type[np.integer[Any]]) -> tuple[npt.NDArray[np.int64], np.ndarray]:
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in rows], out=indptr[1:])
-    flat = [v for r in rows for v in r]
-    return indptr, np.array(flat, dtype=dtype)
-
-
-def _unit(rows: np.ndarray) -> npt.NDArray[np.float32]:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.asarray(rows / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def make_corpus() -> Corpus:
-    items = range(1, N_ITEMS + 1)
-    members = range(1, N_MEMBERS + 1)
-    item_topics = np.zeros((N_ITEMS + 1, 3))
-    for i in items:
-        item_topics[i] = [i % 4 == 0, i % 4 == 1, 0.3 + (i % 7) / 10]
-    member_topics = np.zeros((N_MEMBERS + 1, 3))
-    for m in members:
-        member_topics[m] = [m % 2 == 0, m % 2 == 1, 0.1]
-    item_hashtags_indptr, item_hashtags = _csr([[]] + [hashtags_of(i) for i in items], np.int32)
-    connections_indptr, connections = _csr([[]] + [CONNECTIONS[m] for m in members], np.int64)
-    follows_indptr, follows = _csr([[]] + [FOLLOWS[m] for m in members], np.int32)
-    authored = [[]] + [sorted((i for i in items if author_of(i) == m), key=age_of) for m in members]
-    author_items_indptr, author_items = _csr(authored, np.int64)  # newest first
-    return Corpus(
-        n_members=N_MEMBERS,
-        n_items=N_ITEMS,
-        n_hashtags=N_HASHTAGS,
-        item_author=np.array([0] + [author_of(i) for i in items], dtype=np.int64),
-        item_type=np.array([0] + [item_type_of(i) for i in items], dtype=np.int8),
-        item_age_hours=np.array([0] + [age_of(i) for i in items], dtype=np.float32),
-        item_popularity=np.array([0] + [(i * 13) % 17 * 10 for i in items], dtype=np.float32),
-        item_hashtags_indptr=item_hashtags_indptr,
-        item_hashtags_indices=item_hashtags,
-        item_topics=np.vstack([np.zeros((1, 3), np.float32), _unit(item_topics[1:])]),
-        member_topics=np.vstack([np.zeros((1, 3), np.float32), _unit(member_topics[1:])]),
-        member_activity=np.array([0] + [m / 10 for m in members], dtype=np.float32),
-        connections_indptr=connections_indptr,
-        connections_indices=connections,
-        member_hashtags_indptr=follows_indptr,
-        member_hashtags_indices=follows,
-        author_items_indptr=author_items_indptr,
-        author_items_indices=author_items,
-    )
-
-
-# --- fakes ---------------------------------------------------------------------------------------------------
+def fill_store(store: InMemoryStore, version: str = "v1") -> None:
+    members = np.arange(1, N_MEMBERS, dtype=np.int64)  # member 6 has no row
+    items = np.arange(1, N_ITEMS + 1, dtype=np.int64)
+    store.put("member", members, np.array([[m, 0, 0, 0] for m in members], np.float32), version=version)
+    store.put("member_features", members, (members / 10).reshape(-1, 1).astype(np.float32), version=version)
+    store.put("member_topics", members, np.array([[m % 2, 1 - m % 2] for m in members], np.float32), version=version)
+    graph = [CONNECTIONS[int(m)] + [-1] * (3 - len(CONNECTIONS[int(m)])) for m in members]
+    store.put("member_graph", members, np.array(graph, np.int64), dtype="int64", version=version)
+    feeds = [NETWORK[int(m)] + [-1] * (6 - len(NETWORK[int(m)])) for m in members]
+    store.put("network_feed", members, np.array(feeds, np.int64), dtype="int64", version=version)
+    meta = [[item_type_of(i), author_of(i), i % 5, -1 if i % 2 else (i + 1) % 5] for i in items]
+    store.put("item_meta", items, np.array(meta, np.int64), dtype="int64", version=version)
+    store.put("item_stats", items, np.array([[popularity_of(int(i))] for i in items], np.float32), version=version)
+    store.put("item", items, np.array([[i / 100, 0, 0, 0] for i in items], np.float32), version=version)
+    jobs = np.array([i for i in items if item_type_of(int(i)) is ItemType.JOB], np.int64)
+    store.put("job_topics", jobs, np.array([[j % 2, 1 - j % 2] for j in jobs], np.float32), version=version)
+    store.put("author", members, np.array([[0, m, 0, 0] for m in members], np.float32), version=version)
+    hashtags = np.arange(5, dtype=np.int64)
+    store.put("hashtag", hashtags, np.array([[0, 0, h + 1, 0] for h in hashtags], np.float32), version=version)
+    store.put("trending", np.array([0]), np.array([TRENDING], np.int64), dtype="int64", version=version)
 
 
 def first_pass_answer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """score = log_popularity - age_days / 10 (feature columns 0 and 1)."""
-    x = inputs[FIRST_PASS_INPUT]
-    return {FIRST_PASS_OUTPUT: (x[:, 0] - x[:, 1] / 10).astype(np.float32)}
+    """score = log popularity + 10 x is-connection (so connections' items come first)."""
+    x = inputs["features"]
+    return {"score": (x[:, 0] + 10 * x[:, 1]).astype(np.float32)}
 
 
 def ranker_answer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-head sigmoid of the item embedding block."""
-    item_block = inputs[RANKER_INPUT][:, DIM : 2 * DIM]
-    return {RANKER_OUTPUT: (1 / (1 + np.exp(-item_block[:, : len(OBJECTIVES)]))).astype(np.float32)}
+    """click = the item embedding's first value (item id / 100), share = 0.5."""
+    x = inputs["features"]
+    return {"scores": np.column_stack([x[:, DIM], np.full(len(x), 0.5)]).astype(np.float32)}
+
+
+def whole_answer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ids = inputs["item_id"]
+    return {"scores": np.column_stack([ids / 100, np.full(len(ids), 0.5)]).astype(np.float32)}
 
 
 Answer = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -133,53 +165,51 @@ class Answers:
     ranker: Answer = ranker_answer
 
 
-FIRST_PASS_MODELS = ("first_pass", "fpr_x")
-
-
 class CountingStore(InMemoryStore):
-    """The shipped in-memory store, also recording every `current_versions` call."""
-
-    def __init__(self) -> None:
-        super().__init__("memory")
-        self.version_calls: list[tuple[str, ...]] = []
-
-    async def current_versions(self, tables: Sequence[str]) -> dict[str, str]:
-        self.version_calls.append(tuple(tables))
-        return await super().current_versions(tables)
-
-    def put_rows(self, table: str, version: str, rows: Mapping[int, Sequence[float]], *, dim: int) -> None:
-        """Adds a version of `table` from id -> vector and makes it current."""
-        ids = np.array(list(rows), dtype=np.int64)
-        vectors = np.array([rows[i] for i in rows], dtype=np.float32).reshape(len(ids), dim)
-        self.put(table, ids, vectors, version=version)
-
     def lookups_of(self, table: str) -> list[FakeLookup]:
         return [call for call in self.lookups if call.table == table]
 
 
-def item_vector(item: int) -> list[float]:
-    """Item embeddings encode the id, so a fake ranker can tell rows apart."""
-    return [item / 100, 0.0, 0.0, 0.0]
+@dataclass
+class FakeRemote:
+    """A `RemoteCandidates` answering from a dict; records calls (the real server is an integration test)."""
+
+    answers: dict[int, list[int]]
+    name: str = "remote"
+    calls: list[dict[str, Any]] | None = None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def retrieve(
+        self,
+        member_id: int,
+        *,
+        limit: int,
+        context: Mapping[str, str],
+        source: str,
+        request_id: str,
+        timeout_s: float | None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.calls is None:
+            self.calls = []
+        self.calls.append({"member_id": member_id, "limit": limit, "source": source, "timeout_s": timeout_s})
+        return np.array(self.answers.get(member_id, [])[:limit], np.int64), None
 
 
-def fill_store(store: CountingStore, version: str = "v1") -> None:
-    """Every embedding table plus 'member_features', at `version`, made current. Member 6 has no rows."""
-    members = {m: [m, 0, 0, 0] for m in range(1, N_MEMBERS)}
-    store.put_rows("member", version, members, dim=DIM)
-    store.put_rows("author", version, {m: [0, m, 0, 0] for m in range(1, N_MEMBERS + 1)}, dim=DIM)
-    items = {i: item_vector(i) for i in range(1, N_ITEMS + 1)}
-    store.put_rows("item", version, items, dim=DIM)
-    store.put_rows("hashtag", version, {h: [0, 0, h + 1, 0] for h in range(N_HASHTAGS)}, dim=DIM)
-    features = {m: [m / 10] * len(MEMBER_FEATURES) for m in range(1, N_MEMBERS)}
-    store.put_rows("member_features", version, features, dim=len(MEMBER_FEATURES))
-
-
-# --- fixtures and helpers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def corpus() -> Corpus:
-    return make_corpus()
+@pytest.fixture(scope="session")
+def declared(tmp_path_factory: pytest.TempPathFactory) -> tuple[FeatureRegistry, dict[str, ModelSignature]]:
+    root = tmp_path_factory.mktemp("declared")
+    (root / "features").mkdir()
+    (root / "features" / "product.yaml").write_text(FEATURES_YAML)
+    (root / "models").mkdir()
+    for name, text in SIGNATURES_YAML.items():
+        (root / "models" / f"{name}.signature.yaml").write_text(text)
+    registry = load_registry(root / "features")
+    return registry, load_signatures(root / "models", registry)
 
 
 @pytest.fixture
@@ -189,10 +219,13 @@ def answers() -> Answers:
 
 @pytest.fixture
 def models(answers: Answers) -> FakeModels:
-    """The shipped Models fake: target 'fake/<model>', version 'fake'; calls recorded in `calls`."""
-    scripted: dict[str, Answer] = {name: lambda inputs: answers.first_pass(inputs) for name in FIRST_PASS_MODELS}
-    scripted["feed_ranker"] = lambda inputs: answers.ranker(inputs)
-    return FakeModels(scripted)
+    return FakeModels(
+        {
+            "first_pass": lambda inputs: answers.first_pass(inputs),
+            "feed_ranker": lambda inputs: answers.ranker(inputs),
+            "feed_ranker_whole": whole_answer,
+        }
+    )
 
 
 @pytest.fixture
@@ -204,8 +237,31 @@ async def store() -> CountingStore:
 
 
 @pytest.fixture
-def services(corpus: Corpus, models: FakeModels, store: CountingStore) -> Services:
-    return Services(models=models, store=store, corpus=corpus, clock=time.monotonic)
+def remote() -> FakeRemote:
+    return FakeRemote({1: [5, 6, 7, 5], 2: [8]})
+
+
+@pytest.fixture
+def services(
+    declared: tuple[FeatureRegistry, dict[str, ModelSignature]],
+    models: FakeModels,
+    store: CountingStore,
+    remote: FakeRemote,
+    tmp_path: Path,
+) -> Services:
+    registry, signatures = declared
+    remotes: dict[str, RemoteCandidates] = {"remote": remote}
+    return Services(
+        models=models,
+        stores={"default": store},
+        registry=registry,
+        signatures=signatures,
+        clock=time.monotonic,
+        wall_clock=lambda: WALL_S,
+        resources=Resources(),
+        index_root=tmp_path / "indexes",
+        candidate_services=remotes,
+    )
 
 
 @pytest.fixture
@@ -236,3 +292,7 @@ async def run_steps(ctx: Context, *steps: Step) -> Context:
     for step in steps:
         await step(ctx)
     return ctx
+
+
+MEMBER_VIEWS: Sequence[str] = ("member_embedding", "member_profile", "member_topics", "member_graph", "network_feed")
+SOURCE = {"model": "first_pass", "item_type": "item_meta.type", "author": "item_meta.author_id"}

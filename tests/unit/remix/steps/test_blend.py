@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from remix.candidates import Candidates, ItemType
 from remix.step import Step
 from remix.steps import FEED, QUERY, RANKED, BlendParams
+from remix.steps.candidates import Candidates, ItemType
 
 from .conftest import make_ctx, run_steps
 

@@ -23,7 +23,7 @@ async def test_normalises_keys_and_values_and_applies_defaults(build: Build) -> 
     assert dict(query.context) == {"device": "ios", "locale": "en_GB", "surface": "feed"}
     assert (query.surface, query.locale) == ("feed", "en_GB")
     assert query.ignored_context == ("colour",)
-    assert (query.member_id, query.count, query.corpus_member) == (1, 10, 1)
+    assert (query.member_id, query.count) == (1, 10)
 
 
 async def test_defaults_surface_and_locale(build: Build) -> None:
@@ -36,13 +36,6 @@ async def test_count_zero_means_default_count(build: Build) -> None:
     ctx = make_ctx(count=0)
     await build("rewrite", default_count=25)(ctx)
     assert ctx.get(QUERY).count == 25
-
-
-async def test_member_beyond_the_corpus_is_a_cold_start(build: Build) -> None:
-    ctx = make_ctx(member_id=10_000)
-    await build("rewrite")(ctx)
-    query = ctx.get(QUERY)
-    assert (query.member_id, query.corpus_member, query.cold_start) == (10_000, 0, True)
 
 
 async def test_bucket_is_stable_and_written_to_its_own_slot(build: Build) -> None:

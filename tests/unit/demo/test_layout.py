@@ -6,10 +6,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from quasar.demo import layout as fs
+from quasar.demo.corpus import Corpus
 from quasar.demo.world import WorldSpec, generate_corpus
-from remix import feature_spec as fs
-from remix.candidates import ItemType
-from remix.corpus import Corpus
+from remix.steps.candidates import ItemType
 
 
 @pytest.fixture(scope="module")

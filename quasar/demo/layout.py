@@ -23,8 +23,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from remix.candidates import ItemType
-from remix.corpus import Corpus
+from quasar.demo.corpus import Corpus
+from remix.steps.candidates import ItemType
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

@@ -1,0 +1,76 @@
+"""`source.ann`: nearest neighbours of a member vector among an item table's vectors, through the
+approximate index built from the request's pinned version of that table (`quasar index build`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from features.registry import ViewFeature
+from kvstore.ann import AnnSearcher
+from remix.context import Context
+from remix.keys import Key
+from remix.registry import StepType
+from remix.steps.keys import TABLE_VERSIONS, member_rows_key
+from remix.steps.scoring import resolve_features
+from remix.steps.services import Services
+from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
+
+
+class AnnParams(SourceParams):
+    """`query`: a float vector feature of a view keyed by the request (e.g. the member's topic vector).
+    `table`: the store table the index was built from (its version is the request's); the index returns
+    its ids. `max_pending`: searches queued beyond the running one before new ones are refused."""
+
+    query: str = Field(min_length=1)
+    table: str = Field(min_length=1)
+    max_pending: int = Field(default=32, ge=0)
+
+
+class _SearcherResource:
+    """Closes the searcher's thread with the application."""
+
+    def __init__(self, name: str, searcher: AnnSearcher) -> None:
+        self.name = name
+        self.searcher = searcher
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.searcher.close()
+
+
+class AnnRetriever:
+    def __init__(self, step: str, params: AnnParams, services: Services) -> None:
+        (feature,) = resolve_features(services, [params.query], step=step)
+        if not isinstance(feature, ViewFeature) or feature.is_ids:
+            raise ValueError(f"step {step!r}: query {params.query!r} must be a stored float vector feature")
+        if services.registry.entities[feature.view.entity].key != "request":
+            raise ValueError(f"step {step!r}: query {params.query!r} must belong to a view keyed by the request")
+        if services.index_root is None:
+            raise ValueError(f"step {step!r}: no index root is configured for ANN indexes")
+        self._feature = feature
+        self._table = params.table
+        self._row_key = member_rows_key(feature.view.name)
+        self.reads: frozenset[Key[Any]] = frozenset({self._row_key, TABLE_VERSIONS})
+        self.searcher = AnnSearcher(services.index_root, name=step, max_pending=params.max_pending)
+        services.resources.add(_SearcherResource(step, self.searcher))
+
+    async def retrieve(self, ctx: Context, *, limit: int) -> I64:
+        start = self._feature.start
+        query = ctx.get(self._row_key)[:, start : start + self._feature.width]
+        version = ctx.get(TABLE_VERSIONS)[self._table]
+        found = await self.searcher.search(
+            self._table, version, np.asarray(query, np.float32), limit, timeout_s=ctx.budget.remaining_s()
+        )
+        return unique_in_order(found.ids[0], limit)  # drops the -1 padding of a short result
+
+
+def _build(name: str, params: AnnParams, services: Services) -> DeclaredSource:
+    return DeclaredSource(name, params, services, AnnRetriever(name, params, services))
+
+
+ANN = StepType("source.ann", AnnParams, _build)
