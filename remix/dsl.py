@@ -35,6 +35,8 @@ what was expected.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -273,7 +275,7 @@ class _Builder:
             return Parallel(par.name, branches), self._policy(par, path)
         switch = self._validate(_SwitchBody, data, path)
         selector = self._selector(switch.on, _join(path, "on"))
-        cases = {value: self._node(node, f"{path}.cases.{value}") for value, node in switch.cases.items()}
+        cases = {value: self._node(node, _join(f"{path}.cases", value)) for value, node in switch.cases.items()}
         default = None if switch.default is None else self._node(switch.default, _join(path, "default"))
         return Switch(switch.name, selector, cases, default), self._policy(switch, path)
 
@@ -334,8 +336,13 @@ def _issue(path: str, detail: Mapping[str, Any], allowed: list[str]) -> tuple[st
     return where, message
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    # A key a user typed may hold anything (line breaks included): quote it so an error stays one line.
+    shown = key if _PLAIN_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    return f"{path}.{shown}" if path else shown
 
 
 def _show(value: Any) -> str:

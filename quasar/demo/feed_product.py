@@ -4,6 +4,7 @@ files this module's values become."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from quasar.demo.layout import MEMBER_FEATURES, OBJECTIVES
@@ -242,6 +243,11 @@ def signature_documents() -> dict[str, dict[str, Any]]:
 
 
 def workflow_document() -> dict[str, Any]:
+    """workflows/feed.yaml (a fresh document each call: callers may edit it)."""
+    return copy.deepcopy(_workflow())
+
+
+def _workflow() -> dict[str, Any]:
     source = {"model": FIRST_PASS_MODEL, "item_type": "item_meta.type", "author": "item_meta.author_id"}
     branch = {"timeout_s": 0.1, "fail_open": True}
     views = list(MEMBER_VIEWS)
@@ -287,6 +293,8 @@ def workflow_document() -> dict[str, Any]:
                             "list": "trending.items",
                             "limit": 250,
                             "retrieve": 600,
+                            # the list is in memory: without the store it still answers, unscored
+                            "on_scoring_failure": "unscored",
                             **source,
                             **branch,
                         },
@@ -337,15 +345,15 @@ def workflow_document() -> dict[str, Any]:
 def engines_document() -> dict[str, Any]:
     return {
         "engines": {
-            "feed_onnx": {
+            "local_onnx": {
                 "kind": "onnx",
                 "models": {RANKER_MODEL: "models/ranker.onnx", WHOLE_MODEL: "models/ranker_whole.onnx"},
             },
-            "feed_xgboost": {"kind": "xgboost", "models": {FIRST_PASS_MODEL: "models/first_pass.ubj"}},
+            "local_xgboost": {"kind": "xgboost", "models": {FIRST_PASS_MODEL: "models/first_pass.ubj"}},
         },
         "routes": {
-            RANKER_MODEL: {"targets": [{"engine": "feed_onnx", "model": RANKER_MODEL}]},
-            WHOLE_MODEL: {"targets": [{"engine": "feed_onnx", "model": WHOLE_MODEL}]},
-            FIRST_PASS_MODEL: {"targets": [{"engine": "feed_xgboost", "model": FIRST_PASS_MODEL}]},
+            RANKER_MODEL: {"targets": [{"engine": "local_onnx", "model": RANKER_MODEL}]},
+            WHOLE_MODEL: {"targets": [{"engine": "local_onnx", "model": WHOLE_MODEL}]},
+            FIRST_PASS_MODEL: {"targets": [{"engine": "local_xgboost", "model": FIRST_PASS_MODEL}]},
         },
     }

@@ -20,7 +20,8 @@ class BlendParams(StepParams):
 
 class Blend:
     """Reads RANKED and QUERY; writes FEED: the top `Query.count` items by utility, keeping at most
-    `max_per_author` items of any author (an author's best ones).
+    `max_per_author` items of any author (an author's best ones). An author id <= 0 is unknown (a source
+    that could not read item metadata): such items are not capped, since nothing says they share an author.
 
     Order is utility descending, ties in RANKED order. FEED is shorter than the count when the author cap
     leaves too few items; the cap is never relaxed to fill the list.
@@ -47,7 +48,7 @@ class Blend:
         run_lengths = np.diff(np.r_[run_starts, len(sorted_authors)])
         rank_in_author = np.empty(len(authors), dtype=np.int64)
         rank_in_author[by_author] = np.arange(len(authors)) - np.repeat(run_starts, run_lengths)
-        kept = by_utility[rank_in_author < self._max_per_author]
+        kept = by_utility[(rank_in_author < self._max_per_author) | (authors <= 0)]
         ctx.set(FEED, ranked.take(kept[: ctx.get(QUERY).count]))
 
 

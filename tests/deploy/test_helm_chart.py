@@ -29,8 +29,8 @@ from engines.config import (
     TritonEngineConfig,
     XGBoostEngineConfig,
 )
-from gateway.app import builtin_workflows_dir, default_engines_config
 from gateway.settings import GatewaySettings, load_settings
+from quasar.demo import feed_product
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "quasar"
@@ -51,7 +51,7 @@ FEED_SERVICE = "quasar.v1.FeedService"
 EVERYTHING: dict[str, Any] = {
     "gateway": {
         "world": {"source": "persistentVolumeClaim", "persistentVolumeClaim": {"claimName": "quasar-world"}},
-        "workflows": {"feed.yaml": yaml.safe_load((builtin_workflows_dir() / "feed.yaml").read_text())},
+        "workflows": {"feed.yaml": feed_product.workflow_document()},
         "serviceMonitor": {"enabled": True},
         "autoscaling": {"enabled": False},
         "replicas": 3,
@@ -464,11 +464,14 @@ def test_gpu_routes_feed_ranker_to_triton(releases: dict[str, Release], tmp_path
 @pytest.mark.parametrize("name", ["gpu", "everything"])
 def test_generated_engines_keep_every_default_route(releases: dict[str, Release], tmp_path: Path, name: str) -> None:
     """The chart replaces the gateway's default engines only where it routes elsewhere: every route and
-    in-process model of `gateway.app.default_engines_config` is still there (this fails when the default
-    gains a route the chart does not know)."""
+    in-process model of the demo world's engines (`quasar.demo.feed_product.engines_document`) is still there
+    (this fails when the world gains a route the chart does not know)."""
     settings = gateway_settings(releases[name], tmp_path)
     assert settings.engines is not None
-    defaults = default_engines_config(settings.world_dir)
+    document = feed_product.engines_document()
+    for engine in document["engines"].values():
+        engine["models"] = {model: settings.world_dir / path for model, path in engine["models"].items()}
+    defaults = EnginesConfig.model_validate(document)
     assert set(settings.engines.routes) == set(defaults.routes)
 
     def local_models(config: EnginesConfig) -> dict[str, Path]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from gateway.config_errors import ConfigProblems, load_settings_checked, problem
 from gateway.route_merge import parse_routes
 from gateway.settings import GatewaySettings
 from gateway.status import RequestRejected
+from quasar.demo import feed_product
 from remix.dsl import WorkflowConfigError, parse_workflow
 from remix.registry import StepParams, StepRegistry, StepType
 from remix.steps import builtin_step_types
@@ -135,8 +135,8 @@ def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
 
 @st.composite
 def mutated_workflows(draw: st.DrawFn) -> str:
-    """The built-in feed workflow with a few keys deleted, replaced or added anywhere in it."""
-    document = yaml.safe_load((resources.files("remix") / "workflows" / "feed.yaml").read_text())
+    """The demo world's feed workflow with a few keys deleted, replaced or added anywhere in it."""
+    document = feed_product.workflow_document()
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(list(_paths(document))))
         parent: Any = document
@@ -171,5 +171,5 @@ def test_workflow_files_load_or_name_each_problem(text: str) -> None:
 
 def test_the_unmutated_workflow_loads() -> None:
     """The fuzzing above starts from a valid workflow, so mutants near it explore both outcomes."""
-    text = (resources.files("remix") / "workflows" / "feed.yaml").read_text()
+    text = yaml.safe_dump(feed_product.workflow_document())
     assert parse_workflow(text, "feed.yaml", inert_registry(), None).name == "feed"

@@ -4,14 +4,17 @@ keep the best. A kind (kv_list, static, ann, grpc) only says how ids are retriev
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
 
+from engines.errors import EngineError
 from features.registry import Feature
+from kvstore.errors import StoreError
 from remix.context import Context
+from remix.failures import DependencyFailure, Failure
 from remix.keys import Key
 from remix.registry import StepParams
 from remix.steps._model_scores import head_scores
@@ -35,6 +38,10 @@ class SourceParams(StepParams):
     retrieve: int = Field(default=1000, gt=0)
     item_type: str | None = None
     author: str | None = None
+    on_scoring_failure: Literal["fail", "unscored"] = "fail"
+    """`unscored`: when the first pass cannot run (its features or model unavailable), keep the retrieved
+    ids in retrieval order, unscored (scores 1 .. 0 by position, type and author unknown: 0), and mark the
+    answer degraded. For sources that still retrieve without the store (a static list, a remote service)."""
 
     @model_validator(mode="after")
     def _retrieve_covers_limit(self) -> SourceParams:
@@ -78,8 +85,26 @@ class DeclaredSource:
         if len(item_ids) == 0:
             ctx.set(self.key, Candidates.empty((self.name,)))
             return
-        frame, _ = await self._inputs.frame(ctx, item_ids)
-        scores = (await head_scores(ctx, self.name, self._models, self._signature, self._inputs, frame))[:, 0]
+        try:
+            frame, _ = await self._inputs.frame(ctx, item_ids)
+            scores = (await head_scores(ctx, self.name, self._models, self._signature, self._inputs, frame))[:, 0]
+        except (DependencyFailure, StoreError, EngineError) as error:
+            if self._params.on_scoring_failure == "fail":
+                raise
+            ctx.degrade(Failure.of(self.name, error))
+            kept = item_ids[: self._params.limit]
+            position = (
+                np.linspace(1.0, 0.0, len(kept), dtype=np.float32) if len(kept) > 1 else np.ones(len(kept), np.float32)
+            )
+            unscored = Candidates.from_source(
+                self.name,
+                item_id=kept,
+                item_type=np.zeros(len(kept), np.int8),
+                author_id=np.zeros(len(kept), np.int64),
+                first_pass_score=position,
+            )
+            ctx.set(self.key, unscored)
+            return
         best = top_k(scores, self._params.limit)
         n = len(best)
         item_type = (

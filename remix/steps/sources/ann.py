@@ -11,6 +11,7 @@ from pydantic import Field
 from features.registry import ViewFeature
 from kvstore.ann import AnnSearcher
 from remix.context import Context
+from remix.failures import DependencyFailure
 from remix.keys import Key
 from remix.registry import StepType
 from remix.steps.keys import TABLE_VERSIONS, member_rows_key
@@ -52,6 +53,7 @@ class AnnRetriever:
             raise ValueError(f"step {step!r}: query {params.query!r} must belong to a view keyed by the request")
         if services.index_root is None:
             raise ValueError(f"step {step!r}: no index root is configured for ANN indexes")
+        self._step = step
         self._feature = feature
         self._table = params.table
         self._row_key = member_rows_key(feature.view.name)
@@ -62,7 +64,10 @@ class AnnRetriever:
     async def retrieve(self, ctx: Context, *, limit: int) -> I64:
         start = self._feature.start
         query = ctx.get(self._row_key)[:, start : start + self._feature.width]
-        version = ctx.get(TABLE_VERSIONS)[self._table]
+        version = ctx.get(TABLE_VERSIONS).get(self._table)
+        if version is None:
+            message = f"no table version was resolved for {[self._table]} (the store failed)"
+            raise DependencyFailure(message, step=self._step)
         found = await self.searcher.search(
             self._table, version, np.asarray(query, np.float32), limit, timeout_s=ctx.budget.remaining_s()
         )

@@ -115,7 +115,7 @@ async def test_serving_other_table_versions_is_refused_or_alerted(
         if mode == "refuse":  # rank fails on the refused lookup and the whole model (its own tables) serves
             assert [f.reason for f in ctx.failures] == ["rank: dependency"]
             assert "not the model's" in ctx.failures[0].message
-            assert ctx.trace.by_name("rank.whole_model").outcome.value == "ok"
+            assert ctx.trace.by_name("rank_whole_model").outcome.value == "ok"
         else:  # served from the retrained table, counted and logged
             assert not ctx.degraded
             assert ctx.trace.by_name("rank").outcome.value == "ok"

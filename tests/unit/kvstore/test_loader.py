@@ -50,7 +50,7 @@ def test_rejects_files_that_are_not_tables(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected arrays 'ids' and 'vectors'"):
         read_table_file(tmp_path / "t.npz")
     np.savez(tmp_path / "u.npz", ids=IDS, vectors=VECTORS[:2])
-    with pytest.raises(ValueError, match=r"vectors must be float \[3, dim\]"):
+    with pytest.raises(ValueError, match=r"vectors must be float or int64 \[3, dim\]"):
         read_table_file(tmp_path / "u.npz")
     (tmp_path / "x.csv").write_text("1,2")
     with pytest.raises(ValueError, match=r"expected a \.npz"):

@@ -154,3 +154,40 @@ async def test_an_unresolved_table_version_is_a_dependency_failure(build: Build)
     ctx.get(member_rows_key("network_feed"))[0, :2] = [1, 2]  # a list without the store behind it
     with pytest.raises(DependencyFailure, match="no table version was resolved"):
         await source(ctx)
+
+
+async def test_ann_source_without_a_pinned_version_is_a_dependency_failure(build: Build) -> None:
+    source = build("source.ann", name="jobs", query="member_topics.vector", table="job_topics", **SOURCE)
+    ctx = await run_steps(make_ctx(member_id=1), build("rewrite"), build("features.defaults", views=list(MEMBER_VIEWS)))
+    with pytest.raises(DependencyFailure, match=r"no table version was resolved for \['job_topics'\]"):
+        await source(ctx)
+
+
+async def test_a_source_may_answer_unscored_when_its_first_pass_cannot_run(
+    build: Build, services: Services, store: CountingStore
+) -> None:
+    source = build(
+        "source.static",
+        name="trending",
+        list="trending.items",
+        limit=3,
+        retrieve=5,
+        on_scoring_failure="unscored",
+        **SOURCE,
+    )
+    strict = build("source.static", name="strict", list="trending.items", limit=3, retrieve=5, **SOURCE)
+    await services.resources.start()
+    try:
+        ctx = await run_steps(
+            make_ctx(member_id=1), build("rewrite"), build("features.defaults", views=list(MEMBER_VIEWS))
+        )
+        await source(ctx)
+        found = ctx.get(source_key("trending"))
+        assert list(found.item_id) == TRENDING[:3]  # retrieval order
+        assert list(found.first_pass_score) == [1.0, 0.5, 0.0]
+        assert list(found.author_id) == [0, 0, 0]
+        assert [f.step for f in ctx.failures] == ["trending"]
+        with pytest.raises(DependencyFailure):
+            await strict(ctx)
+    finally:
+        await services.resources.close()
