@@ -64,6 +64,11 @@ class FeedApp:
         store_config = settings.store or EmbeddedStoreConfig(root=self.deployment.store_root)
         self._store = build_store(store_config, registry=self.metrics.registry, manifest=self.deployment.manifest)
         self._stores: dict[str, EmbeddingStore] = {DEFAULT_STORE: self._store}
+        for name, config in settings.stores.items():
+            if name == DEFAULT_STORE:
+                raise ValueError(f"stores.{name}: {DEFAULT_STORE!r} is the main store (`store`); name it otherwise")
+            # A registry of its own: the store metrics are declared per registry, once (the main store's).
+            self._stores[name] = build_store(config, name=name)
         self._resources = Resources()
         self._workflows: dict[str, Workflow] = {}
 
@@ -96,7 +101,8 @@ class FeedApp:
         steps = StepRegistry([*builtin_step_types(), *self._extra_step_types])
         workflows_dir = self.settings.workflows_dir or deployment.workflows_dir
         self._workflows = load_workflows(workflows_dir, steps, services, answer=FEED)
-        await self._store.start()
+        for store in self._stores.values():
+            await store.start()
         await check_views(registry, self._stores)
         await self._router.start()
         routes = self._router.routes
@@ -133,7 +139,8 @@ class FeedApp:
         for client in self._candidate_services.values():
             await client.close()
         await self._router.close()
-        await self._store.close()
+        for store in self._stores.values():
+            await store.close()
         self._offloader.close()
 
 

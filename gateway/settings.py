@@ -27,6 +27,10 @@ class GatewaySettings(BaseSettings):
     )
     engines: EnginesConfig | None = Field(None, description="engines and routes; default: <world_dir>/engines/*.yaml")
     store: StoreConfig | None = Field(None, description="embedding store; default: embedded, at <world_dir>/store")
+    stores: dict[str, StoreConfig] = Field(
+        default_factory=dict,
+        description="more stores by name (e.g. a Feast online store); a feature view names its store",
+    )
     use_uvloop: bool = True
     default_count: int = Field(50, ge=1)
     max_count: int = Field(500, ge=1)

@@ -99,11 +99,13 @@ class RedisStoreConfig(_StoreConfig):
         )
 
 
-StoreConfig = Annotated[EmbeddedStoreConfig | RedisStoreConfig, Field(discriminator="kind")]
+from kvstore.feast_store import FeastStoreConfig  # noqa: E402  (it extends _StoreConfig, above)
+
+StoreConfig = Annotated[EmbeddedStoreConfig | RedisStoreConfig | FeastStoreConfig, Field(discriminator="kind")]
 
 
 def build_store(
-    config: EmbeddedStoreConfig | RedisStoreConfig,
+    config: EmbeddedStoreConfig | RedisStoreConfig | FeastStoreConfig,
     *,
     name: str | None = None,
     registry: CollectorRegistry | None = None,

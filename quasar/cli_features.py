@@ -127,3 +127,30 @@ def search_features(features_dir: Path, text: str, entity: str | None, tag: str 
         click.echo("no feature matches", err=True)
         sys.exit(1)
     _print(rows, f"{len(rows)} matching")
+
+
+@features.command("import-feast")
+@click.option("--repo", "repo_path", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--project", default=None, help="the Feast project (default: the repository's)")
+@click.option("--store", default="feast", show_default=True, help="the store name the gateway serves them from")
+@click.option("--view", "views", multiple=True, help="only these feature views (default: every servable one)")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="the YAML to write")
+def import_feast(repo_path: Path, project: str | None, store: str, views: tuple[str, ...], out: Path) -> None:
+    """Declare a Feast repository's feature views (read from its registry) for Quasar to serve from Feast's
+    online store: entities and views in Quasar's format, each view naming STORE."""
+    import yaml
+
+    try:
+        from kvstore.feast_registry import views_from_feast
+    except ImportError as error:  # the optional extra is not installed
+        click.echo(f"error: Feast interop needs the `feast` extra ({error})", err=True)
+        sys.exit(2)
+    try:
+        document = views_from_feast(repo_path, project, views=list(views) or None, store=store)
+    except (ValueError, OSError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Imported from the Feast repository {repo_path} by `quasar features import-feast`.\n"
+    out.write_text(header + yaml.safe_dump(document, sort_keys=False, width=120))
+    click.echo(f"wrote {len(document.get('views', []))} views to {out}")
