@@ -103,7 +103,8 @@ async def test_a_feast_view_ranks_exactly_like_the_same_rows_in_quasars_store(
             assert not served.context.degraded, served.context.failures
             assert served.context.table_versions[FEAST_VIEW].startswith("quasar_members-")
             np.testing.assert_array_equal(served.feed.item_id, expected.feed.item_id)
-            np.testing.assert_allclose(served.feed.utility, expected.feed.utility, rtol=1e-6)  # type: ignore[arg-type]
+            # ages are computed against the wall clock at each request: scores agree to its drift, not bit for bit
+            np.testing.assert_allclose(served.feed.utility, expected.feed.utility, rtol=1e-4)  # type: ignore[arg-type]
     finally:
         await feast.close()
         await plain.close()
