@@ -31,7 +31,8 @@ Array = npt.NDArray[Any]
 
 class RowReader(Protocol):
     """Reads rows of a view's table for ids (unique, any order): (len(ids), view.width) in the table's
-    lookup dtype, with the view's declared defaults in rows the table does not have."""
+    lookup dtype, with the view's declared defaults in rows the table does not have. A reader with a true
+    `sequential` attribute never waits on I/O, so its reads run one after another instead of as tasks."""
 
     async def read(self, view: ViewDecl, ids: I64) -> Array: ...
 
@@ -149,7 +150,10 @@ class InputPlan:
                 unique, inverse = ids, None
             else:
                 unique, inverse = np.unique(ids, return_inverse=True)
-            rows = await asyncio.gather(*(reader.read(view, unique) for view in to_read))
+            if getattr(reader, "sequential", False):  # in-process reads never wait: tasks would only cost
+                rows = [await reader.read(view, unique) for view in to_read]
+            else:
+                rows = list(await asyncio.gather(*(reader.read(view, unique) for view in to_read)))
             for view, block in (
                 *zip(to_read, rows, strict=True),
                 *((v, known[v.name]) for v in stage.views if v.name in known),

@@ -34,6 +34,8 @@ class StoreReader:
         self._versions = versions
         self._timeout_s = timeout_s
         self.missing: dict[str, int] = {}
+        # Stores answering from process memory (memory-mapped files) are read one view after another.
+        self.sequential = all(getattr(store, "in_process", False) for store in stores.values())
 
     async def read(self, view: ViewDecl, ids: I64) -> npt.NDArray[Any]:
         store = self._stores[view.store]
@@ -54,6 +56,8 @@ class StoreReader:
 class ArrayReader:
     """Reads views from in-memory tables: table -> (ids, rows). What the trainer assembles from, so its
     matrix goes through the very code serving uses; the same arrays are what it writes to the store."""
+
+    sequential = True
 
     def __init__(self, tables: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]]) -> None:
         self._tables: dict[str, tuple[I64, npt.NDArray[Any]]] = {}

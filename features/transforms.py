@@ -49,17 +49,28 @@ def contains(lists: Array, ids: Array) -> F32:
     """1.0 where the row's id list holds the row's id (a negative id is never held)."""
     column = ids.reshape(-1, 1)
     if lists.shape[0] == 1 and column.shape[0] > 1:  # one request-level list against every candidate: a set test
-        held = np.isin(column, lists[0][lists[0] >= 0])
+        held = _member_of(column, lists[0][lists[0] >= 0])
     else:
         held = (lists == column).any(axis=1, keepdims=True) & (column >= 0)
     return np.asarray(held, dtype=np.float32)
+
+
+_SMALL_SET = 64
+
+
+def _member_of(values: Array, members: Array) -> npt.NDArray[np.bool_]:
+    """`values` in `members`, elementwise. A small set compares directly (no sort: ~10x cheaper than
+    np.isin for the few dozen ids a member's list holds); a large one uses np.isin."""
+    if len(members) <= _SMALL_SET:
+        return np.asarray((values[..., None] == members).any(axis=-1))
+    return np.isin(values, members)
 
 
 def overlap(a: Array, b: Array) -> F32:
     """Fraction of the valid ids of each row of `a` found in the same row of `b` (0 for an empty row)."""
     valid = a >= 0
     # One request-level list against every candidate is a set test; per-row lists compare pairwise.
-    found = np.isin(a, b[0][b[0] >= 0]) if b.shape[0] == 1 else (a[:, :, None] == b[:, None, :]).any(axis=2)
+    found = _member_of(a, b[0][b[0] >= 0]) if b.shape[0] == 1 else (a[:, :, None] == b[:, None, :]).any(axis=2)
     hits = (found & valid).sum(axis=1, keepdims=True).astype(np.float32)
     return np.asarray(hits / np.maximum(valid.sum(axis=1, keepdims=True), 1), dtype=np.float32)
 

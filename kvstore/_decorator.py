@@ -15,6 +15,7 @@ class StoreDecorator:
     def __init__(self, inner: EmbeddingStore) -> None:
         self.inner = inner
         self.name = inner.name
+        self.in_process: bool = getattr(inner, "in_process", False)
 
     async def start(self) -> None:
         await self.inner.start()

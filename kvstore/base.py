@@ -58,6 +58,9 @@ class EmbeddingStore(Protocol):
     A version becomes current atomically. A request calls `current_versions` once and passes the
     version to every `lookup`, so it never mixes two versions of a table. `lookup` fetches in bulk,
     never one round trip per id, and raises only `kvstore.errors.StoreError` subclasses.
+
+    A store may set `in_process = True` when its lookups never wait on I/O (memory-mapped files): callers
+    then read tables one after another rather than as concurrent tasks (which would only add overhead).
     """
 
     name: str

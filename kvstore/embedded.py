@@ -293,6 +293,8 @@ class EmbeddedStore:
     version stays readable for as long as its files exist. Writers never modify a version in place.
     """
 
+    in_process = True  # memory-mapped: a lookup never waits on I/O (page faults aside)
+
     def __init__(self, root: Path, name: str = "embedded", *, max_versions_per_table: int = 3) -> None:
         if max_versions_per_table < 1:
             raise ValueError(f"max_versions_per_table must be >= 1, got {max_versions_per_table}")
@@ -405,19 +407,19 @@ class EmbeddedStore:
 
 
 def _gather(mapped: _Mapped, query: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
-    vectors = np.zeros((len(query), mapped.info.dim), dtype=lookup_dtype(mapped.info.dtype))
+    dtype = lookup_dtype(mapped.info.dtype)
     if mapped.info.count == 0 or len(query) == 0:
-        return vectors, np.zeros(len(query), dtype=np.bool_)
+        return np.zeros((len(query), mapped.info.dim), dtype=dtype), np.zeros(len(query), dtype=np.bool_)
     if mapped.first_id is not None:  # ids form a range (most entity tables): the row is id - first_id
         positions = query - mapped.first_id
         found = (positions >= 0) & (positions < mapped.info.count)
-        if found.all():
-            vectors[:] = mapped.vectors[positions]
-            return vectors, found
+        if found.all():  # the common case: one gather, no zero fill
+            return mapped.vectors[positions].astype(dtype, copy=False), found
     else:
         positions = np.searchsorted(mapped.ids, query)
         np.minimum(positions, mapped.info.count - 1, out=positions)
         found = np.asarray(mapped.ids[positions] == query)
+    vectors = np.zeros((len(query), mapped.info.dim), dtype=dtype)
     vectors[found] = mapped.vectors[positions[found]]  # float16 -> float32 here, exactly
     return vectors, found
 

@@ -67,9 +67,7 @@ class Features:
         )
 
     async def __call__(self, ctx: Context) -> None:
-        resolved = await asyncio.gather(
-            *(self._stores[store].current_versions(tables) for store, tables in self._tables.items())
-        )
+        resolved = [await self._stores[store].current_versions(tables) for store, tables in self._tables.items()]
         versions: dict[str, str] = {}
         for found in resolved:
             versions.update(found)
@@ -81,7 +79,10 @@ class Features:
 
         reader = StoreReader(self._stores, versions, timeout_s=ctx.budget.remaining_s())
         member = np.array([ctx.get(QUERY).member_id], dtype=np.int64)
-        rows = await asyncio.gather(*(reader.read(view, member) for view in self._views))
+        if reader.sequential:  # in-process stores never wait: tasks would only cost
+            rows = [await reader.read(view, member) for view in self._views]
+        else:
+            rows = list(await asyncio.gather(*(reader.read(view, member) for view in self._views)))
         for view, row in zip(self._views, rows, strict=True):
             ctx.set(member_rows_key(view.name), row)
         ctx.set(MEMBER_DEFAULTED, frozenset(reader.missing))
