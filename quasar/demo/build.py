@@ -488,6 +488,13 @@ def build_world(
             index.save(target)
     _dump(out_dir / "workflows" / "feed.yaml", product.workflow_document(), "The feed workflow (`quasar world build`).")
     _dump(out_dir / "engines" / "feed.yaml", product.engines_document(), "The feed's engines and routes.")
+    with stages.stage("jobs product"):
+        jobs_entries, jobs_models, jobs_report = _build_jobs(out_dir, corpus, tables, now_s, seed)
+        entries.update(jobs_entries)
+    console.print(
+        f"  jobs: first pass held-out apply AUC {jobs_report['first_pass_auc']:.3f}; ranker apply AUC "
+        f"{jobs_report['ranker_auc']['apply']:.3f}, save AUC {jobs_report['ranker_auc']['save']:.3f}"
+    )
 
     manifest = WorldManifest(
         format=MANIFEST_FORMAT,
@@ -515,6 +522,7 @@ def build_world(
             "ranker": _model_file(out_dir, onnx_path),
             "ranker_whole": _model_file(out_dir, whole_path),
             "ranker_weights": _model_file(out_dir, weights_path),
+            **{name: _model_file(out_dir, path) for name, path in jobs_models.items()},
         },
         training=_json_values(
             {
@@ -527,6 +535,7 @@ def build_world(
                     "rows": len(x),
                 },
                 "reference_time_s": now_s,
+                "jobs": jobs_report,
                 "stage_seconds": {name: round(s, 3) for name, s in stages.seconds.items()},
             }
         ),
@@ -535,6 +544,67 @@ def build_world(
     (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
     console.print(f"[bold]world ready[/bold] in {manifest.build_seconds:.1f} s → {out_dir}")
     return manifest
+
+
+def _build_jobs(
+    out_dir: Path, corpus: Corpus, feed_tables: Mapping[str, tuple[I64, np.ndarray]], now_s: int, seed: int
+) -> tuple[dict[str, TableEntry], dict[str, Path], dict[str, Any]]:
+    """The jobs product (`quasar.demo.jobs_product`): tables, declarations, models trained through the
+    declared assembly, ANN index, workflow and engines. Returns (table entries, model files, report)."""
+    import xgboost as xgb
+
+    from features import ArrayReader, InputPlan, load_registry, load_signatures
+    from kvstore.ann import build_from_embedded, index_dir
+    from quasar.demo import jobs_product as jobs
+    from quasar.demo.interactions import roc_auc
+
+    tables = jobs.jobs_tables(corpus, dict(feed_tables), reference_time_s=now_s)
+    connections = tables["jobs_seeker_network"][1].shape[1]
+    _dump(
+        out_dir / "features" / "jobs.yaml",
+        jobs.features_document(topic_dim=int(tables["jobs_vectors"][1].shape[1]), connections=connections),
+        "The jobs product's features, written by `quasar world build`.",
+    )
+    models_dir = out_dir / "models"
+    for name, document in jobs.signature_documents().items():
+        _dump(models_dir / f"{name}.signature.yaml", document, f"Signature of {name}, written with the model.")
+    registry = load_registry(out_dir / "features")
+    signatures = load_signatures(models_dir, registry)
+    fp_signature, rk_signature = signatures[jobs.FIRST_PASS_MODEL], signatures[jobs.RANKER_MODEL]
+
+    seekers, shown, labels = jobs.impressions(corpus, tables, seed=seed)
+    train, heldout = _split(len(seekers), seed + 1)
+    reader = ArrayReader(tables)
+    fp_plan = InputPlan(registry, fp_signature.inputs[0].features)
+    x_fp = _assemble(fp_plan, reader, fp_signature.inputs, seekers, shown, now_s)["features"]
+    apply = labels[:, 0]
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "nthread": 2, "seed": seed}
+    booster = xgb.train(params, xgb.DMatrix(x_fp[train], label=apply[train], nthread=2), num_boost_round=40)
+    fp_path = models_dir / "jobs_first_pass.ubj"
+    booster.save_model(str(fp_path))
+    fp_score = np.asarray(booster.inplace_predict(x_fp), dtype=np.float32)
+
+    rk_plan = InputPlan(registry, rk_signature.inputs[0].features)
+    x_rk = _assemble(rk_plan, reader, rk_signature.inputs, seekers, shown, now_s, fp_score)["features"]
+    mean, scale, weights, bias = jobs.train_logistic(x_rk[train], labels[train])
+    version = _digest_version(seed, {"mean": mean, "scale": scale, "weights": weights, "bias": bias})
+    rk_path = models_dir / "jobs_ranker.onnx"
+    jobs.save_onnx(jobs.logistic_onnx(mean, scale, weights, bias, version=version), rk_path)
+    scores = 1 / (1 + np.exp(-(((x_rk[heldout] - mean) / scale) @ weights + bias)))
+    report = {
+        "impressions": len(seekers),
+        "first_pass_auc": float(roc_auc(apply[heldout], fp_score[heldout])),
+        "ranker_auc": {h: float(roc_auc(labels[heldout, i], scores[:, i])) for i, h in enumerate(jobs.HEADS)},
+        "ranker_version": version,
+    }
+    entries = {table: _write_table(out_dir / "store", table, ids, rows, seed) for table, (ids, rows) in tables.items()}
+    index = build_from_embedded(out_dir / "store", "jobs_vectors", entries["jobs_vectors"].version, seed=seed)
+    target = index_dir(out_dir / "indexes", "jobs_vectors", entries["jobs_vectors"].version)
+    if not target.exists():
+        index.save(target)
+    _dump(out_dir / "workflows" / "jobs.yaml", jobs.workflow_document(), "The jobs workflow (`quasar world build`).")
+    _dump(out_dir / "engines" / "jobs.yaml", jobs.engines_document(), "The jobs product's engines, routes, services.")
+    return entries, {"jobs_first_pass": fp_path, "jobs_ranker": rk_path}, _json_values(report)
 
 
 def world_corpus(out_dir: Path) -> Corpus:

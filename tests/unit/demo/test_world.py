@@ -157,7 +157,10 @@ def test_the_world_is_data_and_declarations_only(world: tuple[Path, WorldManifes
         "feed_ranker.signature.yaml",
         "feed_ranker_whole.signature.yaml",
         "first_pass.signature.yaml",
+        "jobs_first_pass.signature.yaml",
+        "jobs_ranker.signature.yaml",
     ]
+    assert sorted(p.name for p in (out / "workflows").iterdir()) == ["feed.yaml", "jobs.yaml"]
 
 
 def test_saved_corpus_loads_back(world: tuple[Path, WorldManifest], tmp_path: Path) -> None:
@@ -169,3 +172,11 @@ def test_saved_corpus_loads_back(world: tuple[Path, WorldManifest], tmp_path: Pa
     loaded = Corpus.load(tmp_path / "corpus")
     for name, array in _arrays(generated).items():
         np.testing.assert_array_equal(_arrays(loaded)[name], array, err_msg=name)
+
+
+def test_the_jobs_product_learns_its_latent_model(world: tuple[Path, WorldManifest]) -> None:
+    _, manifest = world
+    report = manifest.training["jobs"]
+    assert report["first_pass_auc"] > 0.75
+    assert report["ranker_auc"]["apply"] > 0.75
+    assert report["ranker_auc"]["save"] > 0.6
