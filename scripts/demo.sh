@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The README's demo: build the world if needed, start a gateway on embedded defaults, rank member 42's
-# feed through the gRPC client, then stop the gateway with SIGTERM (it drains and exits).
+# The README's demo: build the world if needed (two products as data: the feed and jobs), start the jobs
+# product's remote candidate service and a gateway on embedded defaults, rank member 42's feed and jobs
+# through the gRPC client, then stop both with SIGTERM (they drain and exit).
 set -euo pipefail
 VENV="${VENV:-.venv}"
 WORLD="${WORLD:-var/world}"
 PORT="${PORT:-50051}"
+CANDIDATES_PORT="${CANDIDATES_PORT:-50061}"  # engines/jobs.yaml names 127.0.0.1:50061
 quasar="$VENV/bin/quasar"
 
 "$quasar" world build --out "$WORLD"
 mkdir -p var
+"$quasar" candidates serve --root "$WORLD/store" --table jobs_network_lists --port "$CANDIDATES_PORT" \
+  >var/demo-candidates.log 2>&1 &
+candidates=$!
 "$quasar" serve --world "$WORLD" --port "$PORT" --metrics-port 0 >var/demo-gateway.log 2>&1 &
 gateway=$!
-trap 'kill -TERM $gateway 2>/dev/null; wait $gateway 2>/dev/null || true' EXIT
+trap 'kill -TERM $gateway $candidates 2>/dev/null; wait $gateway $candidates 2>/dev/null || true' EXIT
 "$quasar" wait-ready --target "127.0.0.1:$PORT" --timeout-s 120
+"$quasar" features search --features-dir "$WORLD/features" --tag candidates
 "$quasar" feed --member 42 --target "127.0.0.1:$PORT"
+"$quasar" feed --member 42 --workflow jobs --count 10 --target "127.0.0.1:$PORT"
