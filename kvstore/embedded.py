@@ -277,6 +277,7 @@ class _Table:
         self.current_stamp: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) of CURRENT
         self.current: str | None = None
         self.mapped: OrderedDict[str, _Mapped] = OrderedDict()  # least recently used first
+        self.current_path: str | None = None  # joined once: Path arithmetic per request costs more than the stat
 
 
 class EmbeddedStore:
@@ -368,7 +369,9 @@ class EmbeddedStore:
         raise TableNotFound(f"no table {table!r}; tables: {known}", store=self.name, table=table)
 
     def _read_current(self, name: str, table: _Table) -> str:
-        path = self._root / name / CURRENT
+        path = table.current_path
+        if path is None:
+            path = table.current_path = os.path.join(self._root, name, CURRENT)
         try:
             stat = os.stat(path)
             if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != table.current_stamp:

@@ -37,6 +37,7 @@ class InstrumentedStore(StoreDecorator):
         self._missing = Counter(
             "quasar_kvstore_missing_ids_total", "Ids looked up that had no row.", ("table",), registry=registry
         )
+        self._bound_seconds: dict[str, Histogram] = {}
         self._errors = Counter(
             "quasar_kvstore_lookup_errors_total", "Failed lookups.", ("store", "table", "error"), registry=registry
         )
@@ -51,7 +52,10 @@ class InstrumentedStore(StoreDecorator):
             self._errors.labels(self.name, table, type(error).__name__).inc()
             raise
         finally:
-            self._seconds.labels(self.name, table).observe(time.perf_counter() - started)
+            seconds = self._bound_seconds.get(table)
+            if seconds is None:  # bound once per table: labels() costs more than the observation
+                seconds = self._bound_seconds[table] = self._seconds.labels(self.name, table)
+            seconds.observe(time.perf_counter() - started)
         if missing := result.missing:
             self._missing.labels(table).inc(missing)
         return result
