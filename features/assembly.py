@@ -55,6 +55,14 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class _Work:
+    """Views to read and derived features to compute; None: all of them."""
+
+    views: frozenset[str] | None
+    derived: frozenset[str] | None
+
+
+@dataclass(frozen=True)
 class _EntityStage:
     entity: str
     key: str  # request | candidate | a feature name
@@ -67,7 +75,8 @@ class InputPlan:
     def __init__(self, registry: FeatureRegistry, features: Iterable[Feature]) -> None:
         self._registry = registry
         wanted: dict[str, Feature] = {}
-        for feature in features:
+        features_list = list(features)
+        for feature in features_list:
             self._collect(feature, wanted)
         self.features = tuple(wanted.values())
         views: dict[str, dict[str, ViewDecl]] = {}
@@ -105,6 +114,39 @@ class InputPlan:
         self._entity_ids = tuple(
             f for f in self.features if isinstance(f, BuiltinFeature) and f.entity in registry.entities
         )
+        self._roots = tuple(f.name for f in features_list)
+        self._names = frozenset(wanted)
+        self._pruned: dict[frozenset[str], _Work] = {frozenset(): _Work(None, None)}
+
+    def _work(self, precomputed: frozenset[str]) -> _Work:
+        """What is left to read and compute when `precomputed` features are given (memoised per set)."""
+        work = self._pruned.get(precomputed)
+        if work is not None:
+            return work
+        by_name = {f.name: f for f in self.features}
+        needed: set[str] = set()
+        stack = [name for name in self._roots if name not in precomputed]
+        while stack:
+            name = stack.pop()
+            if name in needed or name in precomputed:
+                continue
+            needed.add(name)
+            feature = by_name[name]
+            if isinstance(feature, DerivedFeature):
+                stack.extend(
+                    f.name for f in feature.inputs if not (feature.decl.transform == "pool" and f is feature.inputs[1])
+                )
+            entity = (
+                self._registry.entities.get(self._registry.entity_of(feature))
+                if not isinstance(feature, DerivedFeature)
+                else None
+            )
+            if entity is not None and entity.key not in (KEY_REQUEST, KEY_CANDIDATE, KEY_NONE):
+                stack.append(entity.key)
+        views = frozenset(f.view.name for f in self.features if isinstance(f, ViewFeature) and f.name in needed)
+        derived = frozenset(f.name for f in self._derived if f.name in needed)
+        work = self._pruned[precomputed] = _Work(views, derived)
+        return work
 
     def _collect(self, feature: Feature, wanted: dict[str, Feature]) -> None:
         """Depth-first: inputs before the features computed from them; join keys before joined views."""
@@ -133,19 +175,27 @@ class InputPlan:
         candidate_ids: I64,
         columns: Mapping[str, Array] | None = None,
         known: Mapping[str, Array] | None = None,
+        precomputed: Mapping[str, Array] | None = None,
         now_s: float = 0.0,
     ) -> Frame:
         """Every planned feature for rows = `candidate_ids`. `member_ids` is one id (broadcast) or one per
         row. `columns`: candidate.* values (n,). `known`: view rows already read (view name -> (1, width)
-        rows keyed by the request), not read again."""
+        rows keyed by the request), not read again. `precomputed`: feature values (n, width) an earlier
+        step computed for these rows: taken as they are, and nothing only they need is read or computed."""
         n = len(candidate_ids)
         frame = Frame(n=n)
         keys: dict[str, I64] = {KEY_REQUEST: np.asarray(member_ids, np.int64), KEY_CANDIDATE: candidate_ids}
         known = known or {}
+        given = {name: v for name, v in (precomputed or {}).items() if name in self._names}
+        frame.values.update(given)
+        work = self._work(frozenset(given))
         for stage in self._stages:
+            stage_views = [v for v in stage.views if work.views is None or v.name in work.views]
+            if not stage_views:
+                continue
             ids = keys[stage.key] if stage.key in keys else frame.get(stage.key).reshape(-1)
             frame.values[f"{stage.entity}.id"] = ids.reshape(-1, 1)
-            to_read = [v for v in stage.views if v.name not in known]
+            to_read = [v for v in stage_views if v.name not in known]
             if stage.key == KEY_CANDIDATE or len(ids) <= 1:
                 unique, inverse = ids, None
             else:
@@ -156,7 +206,7 @@ class InputPlan:
                 rows = list(await asyncio.gather(*(reader.read(view, unique) for view in to_read)))
             for view, block in (
                 *zip(to_read, rows, strict=True),
-                *((v, known[v.name]) for v in stage.views if v.name in known),
+                *((v, known[v.name]) for v in stage_views if v.name in known),
             ):
                 if inverse is not None and v_is_full(block, unique):
                     block = block[inverse]
@@ -169,7 +219,8 @@ class InputPlan:
                 ids = keys[key] if key in keys else frame.get(key).reshape(-1)
                 frame.values[entity_id.name] = ids.reshape(-1, 1)
         for derived in self._derived:
-            frame.values[derived.name] = await self._derive(derived, frame, reader, now_s)
+            if work.derived is None or derived.name in work.derived:
+                frame.values[derived.name] = await self._derive(derived, frame, reader, now_s)
         return frame
 
     def _split(self, view: ViewDecl, block: Array, frame: Frame) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -38,7 +39,9 @@ class Candidates:
     scores: F32 | None = None
     objectives: tuple[str, ...] = ()
     utility: F32 | None = None
-    _extra: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+    features: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
+    """Feature name -> (n, width) values computed for these rows upstream (a source's first-pass inputs), so
+    a later step reading the same declared feature takes it instead of computing it again."""
 
     def __post_init__(self) -> None:
         n = len(self.item_id)
@@ -94,6 +97,7 @@ class Candidates:
             sources_mask=self.sources_mask[index],
             scores=None if self.scores is None else self.scores[index],
             utility=None if self.utility is None else self.utility[index],
+            features={name: values[index] for name, values in self.features.items()},
         )
 
     def with_scores(self, scores: F32, objectives: tuple[str, ...], utility: F32) -> Candidates:

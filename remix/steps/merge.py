@@ -100,9 +100,17 @@ class Merge:
             source=source[primary],
             sources_mask=np.bitwise_or.reduceat(bits, starts).astype(np.uint32, copy=False),
             source_names=self._sources,
+            features=_carried(parts, primary),
         )
         # Rows are by item id here and top_k breaks ties by position: equal scores go to the lower item id.
         ctx.set(MERGED, merged.take(top_k(merged.first_pass_score, self._max_candidates)))
+
+
+def _carried(parts: list[Candidates], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The upstream features every part carries, for the merged rows (a feature some part lacks is dropped:
+    the step reading it computes it)."""
+    names = set(parts[0].features).intersection(*(p.features for p in parts[1:]))
+    return {name: np.concatenate([p.features[name] for p in parts])[rows] for name in sorted(names)}
 
 
 MERGE = StepType("merge", MergeParams, Merge)

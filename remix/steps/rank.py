@@ -95,7 +95,7 @@ class Rank:
             ctx.set(FEATURES_MISSING, MappingProxyType({}))
             return
         frame, missing = await self._inputs.frame(
-            ctx, candidates.item_id, {"first_pass_score": candidates.first_pass_score}
+            ctx, candidates.item_id, {"first_pass_score": candidates.first_pass_score}, candidates.features
         )
         scores = await head_scores(ctx, self.name, self._models, self._signature, self._inputs, frame)
         ctx.set(RANKED, by_utility(candidates, scores, heads, self._weights))

@@ -52,7 +52,11 @@ class DeclaredInputs:
         self._wall_clock = services.wall_clock
 
     async def frame(
-        self, ctx: Context, candidate_ids: I64, columns: Mapping[str, npt.NDArray[Any]] | None = None
+        self,
+        ctx: Context,
+        candidate_ids: I64,
+        columns: Mapping[str, npt.NDArray[Any]] | None = None,
+        precomputed: Mapping[str, npt.NDArray[Any]] | None = None,
     ) -> tuple[Frame, dict[str, int]]:
         """The plan's features for `candidate_ids`, and the rows missing per view (declared defaults used).
 
@@ -72,6 +76,7 @@ class DeclaredInputs:
             candidate_ids=candidate_ids,
             columns=columns,
             known=known,
+            precomputed=precomputed,
             now_s=self._wall_clock(),
         )
         return frame, reader.missing

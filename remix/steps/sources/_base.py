@@ -4,6 +4,7 @@ keep the best. A kind (kv_list, static, ann, grpc) only says how ids are retriev
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -78,6 +79,7 @@ class DeclaredSource:
         meta = resolve_features(services, [n for n in (params.item_type, params.author) if n is not None], step=name)
         model_features: Iterable[Feature] = (f for t in self._signature.inputs for f in t.features)
         self._inputs = DeclaredInputs(services, [*model_features, *meta], step=name)
+        self._carried = tuple(f.name for t in self._signature.inputs for f in t.features)
         self.reads: frozenset[Key[Any]] = self._inputs.reads | retriever.reads
 
     async def __call__(self, ctx: Context) -> None:
@@ -111,12 +113,12 @@ class DeclaredSource:
             np.zeros(n, np.int8) if self._params.item_type is None else frame.get(self._params.item_type)[best, 0]
         )
         author = np.zeros(n, np.int64) if self._params.author is None else frame.get(self._params.author)[best, 0]
-        ctx.set(
-            self.key,
-            Candidates.from_source(
-                self.name, item_id=item_ids[best], item_type=item_type, author_id=author, first_pass_score=scores[best]
-            ),
+        found = Candidates.from_source(
+            self.name, item_id=item_ids[best], item_type=item_type, author_id=author, first_pass_score=scores[best]
         )
+        # The model's per-candidate inputs go along, so a later step declaring the same features reuses them.
+        carried = {name: frame.get(name)[best] for name in self._carried if frame.get(name).shape[0] == len(item_ids)}
+        ctx.set(self.key, replace(found, features=carried))
 
 
 def unique_in_order(ids: I64, limit: int) -> I64:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ from pydantic import ValidationError
 from kvstore.errors import StoreTimeout
 from remix.failures import DependencyFailure
 from remix.step import Step
-from remix.steps import FEATURES_MISSING, MERGED, RANKED, Candidates, member_rows_key
+from remix.steps import FEATURES_MISSING, MERGED, RANKED, Candidates, member_rows_key, source_key
 
-from .conftest import MEMBER_VIEWS, Answers, CountingStore, make_ctx, run_steps
+from .conftest import DIM, MEMBER_VIEWS, SOURCE, Answers, CountingStore, make_ctx, run_steps
 
 Build = Callable[..., Step]
 WEIGHTS = {"click": 1.0, "share": 0.5}
@@ -117,3 +118,27 @@ async def test_first_pass_order_fallback(build: Build) -> None:
     assert list(result.item_id) == [5, 6, 7]
     assert result.scores is None
     assert result.objectives == ()
+
+
+async def test_features_carried_from_the_sources_are_reused_not_recomputed(
+    build: Build, store: CountingStore, answers: Answers
+) -> None:
+    seen: list[np.ndarray] = []
+
+    def record(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(inputs["features"])
+        return {"scores": np.zeros((len(inputs["features"]), 2), np.float32)}
+
+    answers.ranker = record  # type: ignore[assignment]
+    ctx = await run_steps(make_ctx(member_id=3), build("rewrite"), build("features", views=list(MEMBER_VIEWS)))
+    source = build("source.kv_list", name="network", list="network_feed.items", limit=6, retrieve=6, **SOURCE)
+    await source(ctx)
+    found = ctx.get(source_key("network"))
+    assert set(found.features) == {"item_log_popularity", "author_is_connection"}  # the first pass's inputs
+    # a carried value of a feature the ranker reads is taken as it is: its inputs are not read again
+    pooled = np.full((len(found), DIM), 7.0, np.float32)
+    ctx.set(MERGED, replace(found, features={**found.features, "hashtags_pooled": pooled}))
+    before = len(store.lookups_of("hashtag"))
+    await build("rank", model="feed_ranker", weights=WEIGHTS)(ctx)
+    np.testing.assert_array_equal(seen.pop()[:, 3 * DIM : 4 * DIM], pooled)
+    assert len(store.lookups_of("hashtag")) == before
