@@ -110,6 +110,7 @@ def federated_engines(
     return EnginesConfig(
         engines={**default.engines, **extra},
         routes={**default.routes, RANKER: route},
+        candidate_services=default.candidate_services,
     )
 
 
