@@ -108,6 +108,16 @@ class InputPlan:
                 stages.append(_EntityStage(entity, registry.entities[entity].key, tuple(pending.pop(entity).values())))
                 placed.add(entity)
         self._stages = tuple(stages)
+        # Per view: (feature name, start, stop) of each feature's columns, computed once (not per request).
+        self._slices: dict[str, tuple[tuple[str, int, int], ...]] = {}
+        for stage in stages:
+            for view in stage.views:
+                start, cuts = 0, []
+                for decl in view.features:
+                    cuts.append((f"{view.name}.{decl.name}", start, start + decl.width))
+                    start += decl.width
+                self._slices[view.name] = tuple(cuts)
+        self._id_names = {stage.entity: f"{stage.entity}.id" for stage in stages}
         self._pooled = pooled
         self.views: tuple[ViewDecl, ...] = (*(v for s in stages for v in s.views), *pooled.values())
         self._derived = tuple(f for f in self.features if isinstance(f, DerivedFeature))
@@ -194,7 +204,7 @@ class InputPlan:
             if not stage_views:
                 continue
             ids = keys[stage.key] if stage.key in keys else frame.get(stage.key).reshape(-1)
-            frame.values[f"{stage.entity}.id"] = ids.reshape(-1, 1)
+            frame.values[self._id_names[stage.entity]] = ids.reshape(-1, 1)
             to_read = [v for v in stage_views if v.name not in known]
             if stage.key == KEY_CANDIDATE or len(ids) <= 1:
                 unique, inverse = ids, None
@@ -224,10 +234,9 @@ class InputPlan:
         return frame
 
     def _split(self, view: ViewDecl, block: Array, frame: Frame) -> None:
-        start = 0
-        for decl in view.features:
-            frame.values[f"{view.name}.{decl.name}"] = block[:, start : start + decl.width]
-            start += decl.width
+        values = frame.values
+        for name, start, stop in self._slices[view.name]:
+            values[name] = block[:, start:stop]
 
     async def _derive(self, feature: DerivedFeature, frame: Frame, reader: RowReader, now_s: float) -> Array:
         decl = feature.decl
