@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import re
 import shutil
 import tempfile
@@ -272,8 +271,8 @@ class AnnIndex:
             np.save(staging / "ids.npy", np.ascontiguousarray(self._ids, dtype=np.int64))
             (staging / "meta.json").write_text(self.meta.model_dump_json(indent=2) + "\n")
             for name in (INDEX_FILE, "ids.npy", "meta.json"):
-                _fsync(staging / name)
-            _fsync(staging)
+                embedded.fsync_path(staging / name)
+            embedded.fsync_path(staging)
             try:
                 staging.rename(directory)  # what makes the index exist
             except OSError as error:  # created meanwhile by another builder
@@ -281,7 +280,7 @@ class AnnIndex:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync(parent)
+        embedded.fsync_path(parent)
         return directory
 
     @classmethod
@@ -721,14 +720,6 @@ def _as_queries(queries: npt.ArrayLike, dim: int) -> npt.NDArray[np.float32]:
 def _unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.asarray(x / np.maximum(norms, np.float32(1e-30)), dtype=np.float32)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

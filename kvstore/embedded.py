@@ -75,7 +75,8 @@ def _checksum(ids: np.ndarray, vectors: np.ndarray) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename is durable once its directory is synced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -124,13 +125,13 @@ def write_version(
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         for name in ("ids.npy", "vectors.npy", "meta.json"):
-            _fsync(staging / name)
-        _fsync(staging)
+            fsync_path(staging / name)
+        fsync_path(staging)
         name = _publish(staging, versions, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync(versions)
+    fsync_path(versions)
     return name
 
 
@@ -186,7 +187,7 @@ def set_current(root: Path, table: str, version: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync(table_dir)
+    fsync_path(table_dir)
 
 
 def current_version(root: Path, table: str) -> str | None:

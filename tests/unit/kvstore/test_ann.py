@@ -209,7 +209,7 @@ def test_failed_save_leaves_nothing_behind(
     def disk_full(path: Path) -> None:  # every file is written by now; the rename has not happened
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ann, "_fsync", disk_full)
+    monkeypatch.setattr(ann.embedded, "fsync_path", disk_full)
     with pytest.raises(OSError, match="No space left"):
         small_index.save(tmp_path / "item" / "v1")
     assert list((tmp_path / "item").iterdir()) == []  # neither the index nor its staging directory

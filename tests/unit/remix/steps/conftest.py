@@ -19,7 +19,7 @@ from remix.context import Context
 from remix.registry import StepRegistry
 from remix.request import FeedRequest
 from remix.step import Step
-from remix.steps import Resources, Services, builtin_step_types
+from remix.steps import Candidates, Resources, Services, builtin_step_types
 from remix.steps.candidates import ItemType
 from remix.steps.remote import RemoteCandidates
 
@@ -296,3 +296,13 @@ async def run_steps(ctx: Context, *steps: Step) -> Context:
 
 MEMBER_VIEWS: Sequence[str] = ("member_embedding", "member_profile", "member_topics", "member_graph", "network_feed")
 SOURCE = {"model": "first_pass", "item_type": "item_meta.type", "author": "item_meta.author_id"}
+
+
+def candidates_of(*items: int, scores: Sequence[float] | None = None) -> Candidates:
+    """A candidate set of `items` from source "s": authors (id - 1) % 5 + 1, first-pass scores given or
+    decreasing."""
+    ids = np.array(items, np.int64)
+    first_pass = np.asarray(scores if scores is not None else np.linspace(0.9, 0.1, len(ids)), np.float32)
+    return Candidates.from_source(
+        "s", item_id=ids, item_type=np.ones(len(ids), np.int8), author_id=(ids - 1) % 5 + 1, first_pass_score=first_pass
+    )

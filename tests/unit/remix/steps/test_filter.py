@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -12,20 +11,13 @@ from remix import guard
 from remix.step import Step
 from remix.steps import FILTERED, MERGED, Candidates
 
-from .conftest import MEMBER_VIEWS, make_ctx, run_steps
+from .conftest import MEMBER_VIEWS, candidates_of, make_ctx, run_steps
 
 Build = Callable[..., Step]
 
 
 def merged(*items: int) -> Candidates:
-    ids = np.array(items, np.int64)
-    return Candidates.from_source(
-        "s",
-        item_id=ids,
-        item_type=np.ones(len(ids), np.int8),
-        author_id=(ids - 1) % 5 + 1,
-        first_pass_score=np.array([0.5] * len(ids), np.float32),
-    )
+    return candidates_of(*items, scores=[0.5] * len(items))
 
 
 async def test_drops_by_rule_and_counts_each_rule_in_the_trace(build: Build) -> None:

@@ -14,21 +14,14 @@ from remix.failures import DependencyFailure
 from remix.step import Step
 from remix.steps import FEATURES_MISSING, MERGED, RANKED, Candidates, member_rows_key, source_key
 
-from .conftest import DIM, MEMBER_VIEWS, SOURCE, Answers, CountingStore, make_ctx, run_steps
+from .conftest import DIM, MEMBER_VIEWS, SOURCE, Answers, CountingStore, candidates_of, make_ctx, run_steps
 
 Build = Callable[..., Step]
 WEIGHTS = {"click": 1.0, "share": 0.5}
 
 
 def merged(*items: int) -> Candidates:
-    ids = np.array(items, np.int64)
-    return Candidates.from_source(
-        "s",
-        item_id=ids,
-        item_type=np.ones(len(ids), np.int8),
-        author_id=(ids - 1) % 5 + 1,
-        first_pass_score=np.linspace(0.9, 0.1, len(ids)).astype(np.float32),
-    )
+    return candidates_of(*items)
 
 
 async def ranked(build: Build, *items: int, member: int = 1, model: str = "feed_ranker") -> Candidates:

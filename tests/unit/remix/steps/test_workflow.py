@@ -76,3 +76,11 @@ def test_a_step_reading_a_member_view_the_features_step_does_not_read_fails_at_b
 def test_a_merge_of_an_unknown_source_fails_at_build(services: Services) -> None:
     with pytest.raises(WorkflowConfigError, match=r"optionally reads 'candidates.nope', but no earlier step writes it"):
         parse(services, WORKFLOW.replace("sources: [network, pymk]", "sources: [network, nope]"))
+
+
+def test_an_unknown_feature_in_a_workflow_fails_at_build_with_file_key_path_and_nearest(services: Services) -> None:
+    with pytest.raises(WorkflowConfigError) as caught:
+        parse(services, WORKFLOW.replace("list: network_feed.items", "list: network_feed.itmes"))
+    message = str(caught.value)
+    assert message.startswith("workflows/feed.yaml: steps[2].parallel.branches[0]")
+    assert "unknown feature 'network_feed.itmes' (nearest: network_feed.items" in message
