@@ -180,3 +180,23 @@ def test_the_jobs_product_learns_its_latent_model(world: tuple[Path, WorldManife
     assert report["first_pass_auc"] > 0.75
     assert report["ranker_auc"]["apply"] > 0.75
     assert report["ranker_auc"]["save"] > 0.6
+
+
+@pytest.mark.parametrize(
+    ("index_table", "query_table"), [("job_topics", "member_topics"), ("jobs_vectors", "jobs_seeker_topics")]
+)
+def test_ann_recall_at_100_on_the_demo_tables_with_member_queries(
+    world: tuple[Path, WorldManifest], index_table: str, query_table: str
+) -> None:
+    """The ANN sources' indexes against exact search, queried as serving queries them (member vectors)."""
+    from kvstore.ann import AnnIndex, exact_search, index_dir, read_embedded_table, recall
+
+    out, manifest = world
+    version = manifest.tables[index_table].version
+    index = AnnIndex.load(index_dir(out / "indexes", index_table, version))
+    _, ids, vectors = read_embedded_table(out / "store", index_table, version)
+    _, _, members = read_embedded_table(out / "store", query_table)
+    queries = members[np.random.default_rng(0).choice(len(members), 200, replace=False)]
+    value = recall(index.search(queries, 100), exact_search(ids, vectors, queries, 100, metric="ip"))
+    print(f"{index_table}: recall@100 {value:.4f} over 200 member queries")
+    assert value >= 0.95
