@@ -53,6 +53,24 @@ class XGBoostEngineConfig(_Config):
         return XGBoostEngine(name, self.models, offloader, nthread=self.nthread)
 
 
+class GrpcTlsConfig(_Config):
+    """TLS to a gRPC backend. `ca_file`: PEM roots that sign the server's certificate (None: the system's);
+    `cert_file` + `key_file` (both or neither): the client certificate for mutual TLS;
+    `server_name_override`: the name checked against the server's certificate instead of the URL's host
+    (an address by IP, a test CA). Files are read when the engine starts."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name_override: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> GrpcTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: give both cert_file and key_file (mutual TLS), or neither")
+        return self
+
+
 class TritonEngineConfig(_Config):
     """A Triton Inference Server's gRPC endpoint. `url`: host:port. `models`: model name callers use ->
     the model's name on Triton (a list: the same names). `headers` go with every call; `access_token`
@@ -64,6 +82,7 @@ class TritonEngineConfig(_Config):
     headers: dict[str, str] = Field(default_factory=dict)
     access_token: SecretStr | None = None
     startup_timeout_s: PositiveFloat = 10.0
+    tls: GrpcTlsConfig | None = Field(None, description="TLS to the server; null: plaintext")
 
     def build(self, name: str, offloader: Offloader) -> Engine:
         from engines.triton import TritonEngine
@@ -72,7 +91,9 @@ class TritonEngineConfig(_Config):
         headers = dict(self.headers)
         if self.access_token is not None:
             headers["triton-grpc-protocol-triton-access-token"] = self.access_token.get_secret_value()
-        return TritonEngine(name, self.url, models, headers=headers, startup_timeout_s=self.startup_timeout_s)
+        return TritonEngine(
+            name, self.url, models, headers=headers, startup_timeout_s=self.startup_timeout_s, tls=self.tls
+        )
 
 
 class TFServingEngineConfig(_Config):
@@ -86,6 +107,7 @@ class TFServingEngineConfig(_Config):
     version_label: str | None = None
     signature_name: str = "serving_default"
     startup_timeout_s: PositiveFloat = 10.0
+    tls: GrpcTlsConfig | None = Field(None, description="TLS to the server; null: plaintext")
 
     @model_validator(mode="after")
     def _one_version_selector(self) -> TFServingEngineConfig:
@@ -104,6 +126,7 @@ class TFServingEngineConfig(_Config):
             version_label=self.version_label,
             signature_name=self.signature_name,
             startup_timeout_s=self.startup_timeout_s,
+            tls=self.tls,
         )
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from engines._grpc import CHANNEL_OPTIONS, engine_error
+from engines._grpc import engine_error, open_channel
 from engines._signature import check_inputs, check_outputs, check_rows
 from engines.base import Engine
 from engines.errors import (
@@ -29,6 +29,9 @@ from engines.errors import (
     ModelNotFound,
 )
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
+
+if TYPE_CHECKING:
+    from engines.config import GrpcTlsConfig
 
 # TF Serving answers an unknown version label with INVALID_ARGUMENT; for us it is a missing model version.
 _UNKNOWN_LABEL = "Unrecognized servable version label"
@@ -122,6 +125,7 @@ class TFServingEngine:
         version_label: str | None = None,
         signature_name: str = "serving_default",
         startup_timeout_s: float = 10.0,
+        tls: GrpcTlsConfig | None = None,
     ) -> None:
         if version is not None and version_label is not None:
             raise ValueError("give a version or a version_label, not both")
@@ -131,6 +135,7 @@ class TFServingEngine:
         self.signature_name = signature_name
         self._default = _Spec(version=version, label=version_label)
         self._startup_timeout_s = startup_timeout_s
+        self._tls = tls
         self._protos: Any = None
         self._channel: grpc.aio.Channel | None = None
         self._predict_stub: Any = None
@@ -142,7 +147,7 @@ class TFServingEngine:
     async def start(self) -> None:
         """Import the protos, open the channel, check the model's status and signature."""
         self._protos = await asyncio.to_thread(_load_protos)
-        self._channel = grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(self.url, self._tls, engine=self.name)
         self._predict_stub = self._protos.prediction_grpc.PredictionServiceStub(self._channel)
         self._model_stub = self._protos.model_grpc.ModelServiceStub(self._channel)
         where = {"target": self.name, "model": self.model_name}

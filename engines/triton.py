@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from engines._grpc import CHANNEL_OPTIONS, engine_error
+from engines._grpc import engine_error, open_channel
 from engines._signature import check_inputs, check_outputs, check_rows
 from engines.base import Engine
 from engines.errors import (
@@ -29,6 +29,9 @@ from engines.errors import (
 )
 from engines.oip_datatypes import LITTLE_ENDIAN, NATIVE
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
+
+if TYPE_CHECKING:
+    from engines.config import GrpcTlsConfig
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,14 @@ class TritonEngine:
         *,
         headers: Mapping[str, str] | None = None,
         startup_timeout_s: float = 10.0,
+        tls: GrpcTlsConfig | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self._remote = dict(models)
         self._headers = dict(headers or {})
         self._startup_timeout_s = startup_timeout_s
+        self._tls = tls
         self._metadata_pairs = tuple(self._headers.items())
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None  # service_pb2_grpc.GRPCInferenceServiceStub (untyped generated code)
@@ -84,7 +89,7 @@ class TritonEngine:
         self._closed = False
 
     async def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(self.url, self._tls, engine=self.name)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         for model, remote in self._remote.items():
             self._served[model] = await self._describe(model, remote)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +93,7 @@ class FeedApp:
             registry=registry,
             signatures=signatures,
             clock=time.monotonic,
-            wall_clock=time.time,
+            wall_clock=time.time if self.settings.feature_time_s is None else _pinned(self.settings.feature_time_s),
             resources=self._resources,
             index_root=deployment.index_root,
             candidate_services=self._candidate_services,
@@ -142,6 +142,10 @@ class FeedApp:
         for store in self._stores.values():
             await store.close()
         self._offloader.close()
+
+
+def _pinned(time_s: float) -> Callable[[], float]:
+    return lambda: time_s
 
 
 if TYPE_CHECKING:

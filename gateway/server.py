@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from gateway.admin_servicer import AdminServicer
 from gateway.admission import Admission
 from gateway.app import FeedApp
+from gateway.backlog import backlog_options
 from gateway.convert import RequestLimits
 from gateway.decode_guard import DecodeGuard
 from gateway.inference_servicer import InferenceServicer, add_inference_service
@@ -25,6 +26,7 @@ from gateway.rate_limited_log import RateLimitedLog
 from gateway.servicer import FeedServicer
 from gateway.settings import GatewaySettings
 from gateway.status import Aborter
+from gateway.tls import CertificateFiles, add_port
 from gateway.tracing import server_interceptors
 from quasar.v1 import admin_pb2, admin_pb2_grpc, feed_pb2, feed_pb2_grpc
 
@@ -54,11 +56,12 @@ class GatewayServer:
         self._tracing = settings.tracing.exporter != "none" if tracing is None else tracing
         self.app = app or FeedApp(settings)
         self.health = HealthServicer()
-        self.admission = Admission(settings.max_in_flight, self.app.metrics)
+        self.admission = Admission.from_settings(settings, self.app.metrics)  # overload: adaptive limit
         self._server: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self.port = 0
         self.metrics_port: int | None = None
+        self.certificates: CertificateFiles | None = None  # security: set at start when TLS is configured
         # `max_request_bytes` is read with a default until GatewaySettings declares it.
         self.max_request_bytes: int = getattr(settings, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
         self.aborter = Aborter(RateLimitedLog(log, interval_s=_CLIENT_PROVOKED_LOG_INTERVAL_S))
@@ -76,7 +79,10 @@ class GatewayServer:
                 MetricsInterceptor(self.app.metrics),
                 self._decode_guard,
             ],
-            options=[("grpc.max_receive_message_length", self.max_request_bytes)],
+            options=[
+                ("grpc.max_receive_message_length", self.max_request_bytes),
+                *backlog_options(self.settings.overload_max_pending_calls),  # overload: bound core's queue
+            ],
         )
         limits = RequestLimits(
             default_count=self.settings.default_count,
@@ -103,8 +109,10 @@ class GatewayServer:
             admin = AdminServicer(self.app.router, admin_token, aborter=self.aborter)
             admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
             services.append(ADMIN_SERVICE)
-        reflection.enable_server_reflection(services, server)
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.settings.reflection:  # security: off unless enabled, it lists every service to anyone
+            reflection.enable_server_reflection(services, server)
+        # security: one port, TLS when configured, so the admin service is served over TLS exactly then
+        self.port, self.certificates = add_port(server, f"{self.settings.host}:{self.settings.port}", self.settings.tls)
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
         await server.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -51,9 +52,11 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             workflow = "_unknown"
         outcome = "ok"
         try:
-            async with self._admission.admit():
+            # Admission reads the caller before any await: a call over the limit or already expired costs no work.
+            async with self._admission.admit(context) as ticket:
                 feed_request = to_feed_request(request, self._limits, served)
                 request_id = feed_request.request_id
+                feed_request = replace(feed_request, quality=ticket.quality, caller_gone=context.cancelled)
                 answer = await self._app.get_feed(feed_request, timeout_s=_timeout_s(context))
                 outcome = "degraded" if answer.context.degraded else "ok"
                 return to_response(

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from engines.config import EnginesConfig
+from gateway.tls import TlsSettings
 from gateway.tracing import TracingSettings
 from kvstore.config import StoreConfig
 
@@ -51,6 +52,38 @@ class GatewaySettings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     access_log: bool = Field(True, description="one log line per request: id, workflow, outcome, latency")
     tracing: TracingSettings = TracingSettings()
+    feature_time_s: float | None = Field(
+        None, description="pin the clock time-based features (ages) read, epoch seconds: replays and tests; null: now"
+    )
+    # overload: an adaptive concurrency limit under max_in_flight, and a narrower second pass before it
+    overload_initial_limit: int = Field(32, ge=1, description="concurrency limit at start (adapts, <= max_in_flight)")
+    overload_min_limit: int = Field(8, ge=1, description="the adaptive limit never goes below this")
+    overload_target_latency_s: float = Field(
+        0.25, gt=0, description="requests slower than this shrink the concurrency limit; faster ones grow it"
+    )
+    overload_quality_latency_s: float = Field(
+        0.1, gt=0, description="above this mean latency the second pass is narrowed (before any rejection)"
+    )
+    overload_narrowed_quality: float = Field(
+        0.5, gt=0, le=1, description="fraction of merge.max_candidates ranked while narrowed"
+    )
+    overload_max_pending_calls: int = Field(
+        16, ge=1, description="calls grpc holds before the gateway takes them; more are cancelled at once"
+    )
+    # security
+    tls: TlsSettings | None = Field(None, description="TLS (mTLS with client_ca_file) on the port; null: plaintext")
+    admin_requires_tls: bool = Field(
+        False, description="serve the AdminService only over TLS: with no tls block, startup fails"
+    )
+    reflection: bool = Field(False, description="serve gRPC server reflection (it lists every service)")
+
+    @model_validator(mode="after")
+    def _admin_over_tls(self) -> GatewaySettings:
+        if self.admin_requires_tls and self.tls is None:
+            raise ValueError(
+                "admin_requires_tls is set but no tls block is configured: the admin API would be plaintext"
+            )
+        return self
 
     @model_validator(mode="after")
     def _counts_consistent(self) -> GatewaySettings:

@@ -9,9 +9,18 @@ imported inside `build`, so a config never drags in a client it does not use. Ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from kvstore.pinning import VersionPolicy
 
@@ -53,15 +62,36 @@ class EmbeddedStoreConfig(_StoreConfig):
         return EmbeddedStore(self.root, name, max_versions_per_table=self.max_versions_per_table)
 
 
+class RedisTlsConfig(BaseModel):
+    """TLS to Redis. `ca_file`: PEM roots that sign the server's certificate (None: the system's);
+    `cert_file` + `key_file` (both or neither): a client certificate (Redis's `tls-auth-clients`);
+    `server_name`: the name checked against the certificate instead of the host connected to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> RedisTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: give both cert_file and key_file (client certificate), or neither")
+        return self
+
+
 class RedisStoreConfig(_StoreConfig):
     """Tables in Redis or a Redis Cluster (detected at start), see `kvstore.redis`.
 
     `timeout_s` bounds a call whose caller passes no timeout (the request path always passes its
-    remaining budget); `pool_size` is the connections per node.
+    remaining budget); `pool_size` is the connections per node. Security: `username`/`password` (an ACL
+    user) override the URL's; `tls` or a `rediss://` URL connects over TLS. The password never appears
+    in repr (a password inside `url` is shown as `***`).
     """
 
     kind: Literal["redis"] = "redis"
-    url: str = Field(description="redis://[[user]:password@]host:port/db; any node of a cluster")
+    url: str = Field(description="redis[s]://[[user]:password@]host:port/db; any node of a cluster; rediss: TLS")
     pool_size: PositiveInt = 16
     timeout_s: PositiveFloat = 0.1
     connect_timeout_s: PositiveFloat = 0.1
@@ -69,6 +99,10 @@ class RedisStoreConfig(_StoreConfig):
     prefix: str = "qe"
     buckets: PositiveInt = Field(16, description="buckets (cluster slots) per version written")
     mget_chunk: PositiveInt = 4096
+    # security
+    username: str | None = Field(None, description="ACL user (overrides the URL's)")
+    password: SecretStr | None = Field(None, description="its password (overrides the URL's); never logged")
+    tls: RedisTlsConfig | None = Field(None, description="TLS to Redis; null: as the URL's scheme says")
 
     @field_validator("url")
     @classmethod
@@ -77,6 +111,13 @@ class RedisStoreConfig(_StoreConfig):
 
         RedisAddress.parse(url)
         return url
+
+    def __repr_args__(self) -> Any:
+        # A password written into the URL must not reach a log line or a traceback through repr.
+        from kvstore.redis import redact_url
+
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "url" else value
 
     def build(self, name: str = "redis") -> EmbeddingStore:
         """The store, not started (no I/O here)."""
@@ -96,6 +137,9 @@ class RedisStoreConfig(_StoreConfig):
             prefix=self.prefix,
             buckets=self.buckets,
             mget_chunk=self.mget_chunk,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password is not None else None,
+            tls=self.tls,
         )
 
 

@@ -33,8 +33,9 @@ import asyncio
 import contextlib
 import math
 import re
+import ssl
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
@@ -62,6 +63,9 @@ from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, lookup_dtype
 from kvstore.codec import header, pack_rows, unpack_rows
 from kvstore.errors import StoreError, StoreTimeout, StoreUnavailable, TableNotFound
 
+if TYPE_CHECKING:
+    from kvstore.config import RedisTlsConfig
+
 _SLOTS = 16384
 _WRITE_ROWS = 1000  # rows per MSET when writing a version
 _WRITE_ROUND = 16  # MSETs per pipelined round trip when writing
@@ -75,35 +79,67 @@ class _Unreachable(ConnectionError):
 
 @dataclass(frozen=True)
 class RedisAddress:
+    """Where a store connects; `tls` from the `rediss://` scheme. The password never appears in repr or str."""
+
     host: str
     port: int
     db: int
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> RedisAddress:
-        """`redis://[[user]:password@]host[:port][/db]`; ValueError otherwise."""
+        """`redis[s]://[[user]:password@]host[:port][/db]` (rediss: TLS); ValueError otherwise, without the
+        password in its message."""
         parts = urlsplit(url)
-        if parts.scheme != "redis":
-            raise ValueError(f"expected a redis://host:port/db URL, got {url!r}")
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"expected a redis://host:port/db URL (rediss:// for TLS), got {redact_url(url)!r}")
         path = parts.path.strip("/")
         if path and not path.isdigit():
-            raise ValueError(f"the database in {url!r} must be a number")
+            raise ValueError(f"the database in {redact_url(url)!r} must be a number")
         try:
             port = parts.port or 6379
         except ValueError as error:
-            raise ValueError(f"bad port in {url!r}: {error}") from None
+            raise ValueError(f"bad port in {redact_url(url)!r}: {error}") from None
         return cls(
             host=parts.hostname or "localhost",
             port=port,
             db=int(path or 0),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
         )
 
     def __str__(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, for messages, logs and reprs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def tls_context(tls: RedisTlsConfig | None) -> ssl.SSLContext:
+    """A client context verifying the server against `tls.ca_file` (None: the system's roots), with the
+    client certificate when one is given. Reads the files: ValueError naming the one that fails."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if tls is None:
+        return context
+    try:
+        if tls.ca_file is not None:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+        if tls.cert_file is not None and tls.key_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ssl.SSLError) as error:
+        files = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f is not None]
+        raise ValueError(f"redis tls files {files} cannot be used: {error}") from None
+    return context
 
 
 # -- one connection -------------------------------------------------------------------------------------
@@ -169,9 +205,21 @@ class _Connection(asyncio.Protocol):
 class _NodePool:
     """A blocking pool of at most `size` connections to one node."""
 
-    def __init__(self, host: str, port: int, address: RedisAddress, *, size: int, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        address: RedisAddress,
+        *,
+        size: int,
+        connect_timeout_s: float,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self._address = address
+        self._tls = tls
+        self._server_name = server_name
         self._connect_timeout_s = connect_timeout_s
         self._free = asyncio.Semaphore(size)
         self._idle: list[_Connection] = []
@@ -237,23 +285,36 @@ class _NodePool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout_s) as scope:
-                _, conn = await loop.create_connection(_Connection, self.host, self.port)
+                if self._tls is None:
+                    _, conn = await loop.create_connection(_Connection, self.host, self.port)
+                else:
+                    _, conn = await loop.create_connection(
+                        _Connection,
+                        self.host,
+                        self.port,
+                        ssl=self._tls,
+                        server_hostname=self._server_name or self.host,
+                        ssl_handshake_timeout=self._connect_timeout_s,
+                    )
         except TimeoutError:
             if scope.expired():
                 raise ConnectionError(f"no connection within {self._connect_timeout_s}s") from None
             raise
         try:
             setup: list[tuple[str, ...]] = []
+            user = self._address.username
             if self._address.password is not None:
-                user = self._address.username
                 setup.append(("AUTH", user, self._address.password) if user else ("AUTH", self._address.password))
             if self._address.db:
                 setup.append(("SELECT", str(self._address.db)))
             if setup:
                 replies = await conn.roundtrip(b"".join(_pack(*c) for c in setup), len(setup))
-                failed = [r for r in replies if isinstance(r, hiredis.ReplyError)]
+                failed = [(c[0], r) for c, r in zip(setup, replies, strict=True) if isinstance(r, hiredis.ReplyError)]
                 if failed:
-                    raise ConnectionError(f"connection setup refused: {failed[0]}")
+                    step, reply = failed[0]
+                    # Redis's own reply names no secret; the command sent (with the password) is never echoed.
+                    what = f"authentication as user {user or 'default'!r}" if step == "AUTH" else step
+                    raise ConnectionError(f"{what} refused: {reply}")
         except BaseException:
             conn.abort()
             raise
@@ -287,6 +348,11 @@ class RedisStore:
     `timeout_s` bounds each call that passes none; `connect_timeout_s` each new connection (within the
     call's timeout); `admin_timeout_s` each round trip of the writer methods. `buckets` is the default
     number of buckets for new versions (a version keeps the count it was written with).
+
+    Security: `username` and `password` (an ACL user; AUTH on every new connection) override the URL's;
+    `tls` (or a `rediss://` URL) connects over TLS, verified against `tls.ca_file` (else the system's
+    roots), with a client certificate when it names one. A refused AUTH is `StoreUnavailable` naming the
+    user and Redis's reply, never the password.
     """
 
     def __init__(
@@ -301,6 +367,9 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         buckets: int = DEFAULT_BUCKETS,
         mget_chunk: int = 4096,
+        username: str | None = None,
+        password: str | None = None,
+        tls: RedisTlsConfig | None = None,
     ) -> None:
         if pool_size < 1 or mget_chunk < 1 or buckets < 1:
             raise ValueError("pool_size, mget_chunk and buckets must be >= 1")
@@ -310,7 +379,15 @@ class RedisStore:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError(f"prefix {prefix!r} must match {_PREFIX.pattern}")
         self.name = name
-        self.address = RedisAddress.parse(url)
+        address = RedisAddress.parse(url)
+        if username is not None:
+            address = replace(address, username=username)
+        if password is not None:
+            address = replace(address, password=password)
+        # A tls block turns TLS on for a redis:// URL too; rediss:// alone verifies against the system roots.
+        self.address = replace(address, tls=address.tls or tls is not None)
+        self._tls_config = tls
+        self._tls: ssl.SSLContext | None = None  # built at start (it reads files)
         self._pool_size = pool_size
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -340,6 +417,8 @@ class RedisStore:
 
         Raises `StoreUnavailable` when the server cannot be reached within the connect timeout.
         """
+        if self.address.tls and self._tls is None:
+            self._tls = tls_context(self._tls_config)  # ValueError naming a file that cannot be used
         seed = self._pool(self.address.host, self.address.port)
         try:
             async with asyncio.timeout(self._timeout_s + self._connect_timeout_s):
@@ -740,7 +819,15 @@ class RedisStore:
     def _pool(self, host: str, port: int) -> _NodePool:
         pool = self._pools.get((host, port))
         if pool is None:
-            pool = _NodePool(host, port, self.address, size=self._pool_size, connect_timeout_s=self._connect_timeout_s)
+            pool = _NodePool(
+                host,
+                port,
+                self.address,
+                size=self._pool_size,
+                connect_timeout_s=self._connect_timeout_s,
+                tls=self._tls,
+                server_name=self._tls_config.server_name if self._tls_config is not None else None,
+            )
             self._pools[(host, port)] = pool
         return pool
 

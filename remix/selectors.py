@@ -85,8 +85,9 @@ class ContextSelector:
         return ctx.request.context.get(self.name)
 
 
-REQUEST_FIELDS: frozenset[str] = frozenset(f.name for f in fields(FeedRequest)) - {"context"}
-"""Request fields a switch can route on directly (`request.<field>`)."""
+REQUEST_FIELDS: frozenset[str] = frozenset(f.name for f in fields(FeedRequest)) - {"context", "caller_gone", "quality"}
+"""Request fields a switch can route on directly (`request.<field>`): what the caller sent, not what the
+gateway attaches (its overload quality, the caller's cancellation)."""
 
 
 class RequestSelector:

@@ -45,7 +45,7 @@ class Guarded:
     """Runs `inner` under a `Policy` and records one trace entry for it, in completion order.
 
     Contract, per call:
-    - Not started when the enclosing budget is already spent: that is a timeout.
+    - Not started when the enclosing budget is already spent or the caller is gone: that is a timeout.
     - The inner step sees a context whose budget ends at min(now + policy.timeout_s, enclosing deadline).
       A leaf step is cut (cancelled) there; a composite is not timed itself, its guarded children are.
     - OK: entry OK. Failure with a fallback that answers: entry FELL_BACK and the request is degraded.
@@ -110,6 +110,9 @@ class Guarded:
         """Run the inner step under its budget; the exception it failed with, or None."""
         if ctx.budget.expired():
             return StepTimeout("not started: the request budget is spent", step=self.name)
+        if ctx.request.caller_gone():
+            # Nobody waits for the answer: the work would be thrown away. A timeout, like a spent budget.
+            return StepTimeout("not started: the caller is gone (cancelled)", step=self.name)
         timeout_s = self.policy.timeout_s
         scoped = ctx if timeout_s is None else ctx.with_budget(ctx.budget.child(timeout_s))
         limit_s = scoped.budget.remaining_s() if self._timed else None

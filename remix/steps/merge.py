@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from remix.context import Context
+from remix.failures import Category, Failure
 from remix.keys import Key
 from remix.registry import StepParams, StepType
 from remix.steps._select import top_k
@@ -21,7 +24,7 @@ MAX_SOURCES = 32  # one bit per source in Candidates.sources_mask (uint32)
 class MergeParams(StepParams):
     """`sources`: source step names, highest priority first. `quotas`: most candidates taken from a
     source (its best by first-pass score); sources without a quota are not limited. `max_candidates`:
-    cap on what reaches the second pass."""
+    cap on what reaches the second pass (times the request's `quality` under overload)."""
 
     sources: tuple[str, ...] = Field(min_length=1, max_length=MAX_SOURCES)
     quotas: dict[str, int] = Field(default_factory=dict)
@@ -55,6 +58,10 @@ class Merge:
     `first_pass_score` is the best of its scores. Quotas apply per source before deduplication; the cap
     keeps the best first-pass scores. MERGED is ordered by first-pass score descending, ties by item id.
     Every row a source wrote counts as produced by that source.
+
+    Under overload (`request.quality` < 1) the cap is ceil(max_candidates * quality), at least 1; when that
+    removes candidates the answer is degraded with the reason "overload: second pass narrowed to N
+    candidates".
     """
 
     reads: frozenset[Key[Any]] = frozenset()
@@ -102,8 +109,24 @@ class Merge:
             source_names=self._sources,
             features=_carried(parts, primary),
         )
+        cap = self._max_candidates
+        if ctx.request.quality < 1.0:
+            cap = max(1, math.ceil(cap * ctx.request.quality))
+            if len(merged) > cap:
+                ctx.degrade(Narrowed(step=self.name, category=Category.TIMEOUT, message="overload", kept=cap))
         # Rows are by item id here and top_k breaks ties by position: equal scores go to the lower item id.
-        ctx.set(MERGED, merged.take(top_k(merged.first_pass_score, self._max_candidates)))
+        ctx.set(MERGED, merged.take(top_k(merged.first_pass_score, cap)))
+
+
+@dataclass(frozen=True)
+class Narrowed(Failure):
+    """The second pass ran on fewer candidates than declared because the gateway is overloaded."""
+
+    kept: int = 0
+
+    @property
+    def reason(self) -> str:
+        return f"overload: second pass narrowed to {self.kept} candidates"
 
 
 def _carried(parts: list[Candidates], rows: np.ndarray) -> dict[str, np.ndarray]:

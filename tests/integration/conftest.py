@@ -15,6 +15,7 @@ import yaml
 from gateway.app import FeedApp
 from gateway.server import GatewayServer
 from gateway.settings import GatewaySettings
+from quasar.demo.build import load_manifest
 from quasar.v1 import feed_pb2_grpc
 from remix import Context, StepParams, StepType
 from remix.steps import Services
@@ -105,6 +106,14 @@ def test_workflows(tmp_path_factory: pytest.TempPathFactory, small_world: Path) 
     return write_test_workflows(tmp_path_factory.mktemp("workflows"), small_world)
 
 
+def feature_time_s(world: Path) -> float | None:
+    """An hour after the world's reference time (what its item ages are measured from), or None."""
+    try:
+        return float(load_manifest(world).training["reference_time_s"]) + 3600.0
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
 def make_settings(world: Path, workflows: Path | None = None, **overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
         "host": "127.0.0.1",
@@ -114,6 +123,9 @@ def make_settings(world: Path, workflows: Path | None = None, **overrides: Any) 
         "workflows_dir": workflows,
         "use_uvloop": False,
         "drain_grace_s": 5.0,
+        "reflection": True,  # off by default since issue 13; tests list services through it
+        # Ages are computed against this instant, not the wall clock: two requests rank alike however far apart.
+        "feature_time_s": feature_time_s(world),
     }
     values.update(overrides)
     return GatewaySettings(**values)

@@ -334,7 +334,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(peer), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(peer), server)
-    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}") if args.tls_cert is None else _add_tls_port(server, args)
     if port == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{args.port}")
     await server.start()
@@ -347,6 +347,17 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     watchdog.cancel()
     await server.stop(grace=1.0)
+
+
+def _add_tls_port(server: grpc.aio.Server, args: argparse.Namespace) -> int:
+    """TLS on the port (TF Serving's --ssl_config_file equivalent); mutual when a client CA is given."""
+    ca = args.tls_client_ca.read_bytes() if args.tls_client_ca else None
+    credentials = grpc.ssl_server_credentials(
+        [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+    return server.add_secure_port(f"127.0.0.1:{args.port}", credentials)
 
 
 async def _stop_when_orphaned(stop: asyncio.Event) -> None:
@@ -365,6 +376,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--behaviour", action="append", default=[], help="NAME=slow:S | malformed:KIND")
     parser.add_argument("--hold-dir", type=Path, default=None)
     parser.add_argument("--reply-fields", action="store_true", help="answer with *_val fields, not tensor_content")
+    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: serve TLS instead of plaintext")
+    parser.add_argument("--tls-key", type=Path, default=None, help="PEM key of --tls-cert")
+    parser.add_argument("--tls-client-ca", type=Path, default=None, help="PEM CA: require client certificates")
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("at least one --model NAME=BASE_PATH")

@@ -73,9 +73,11 @@ def start_tfserving_peer(
     reply_fields: bool = False,
     port: int = 0,
     startup_timeout_s: float = 60.0,
+    tls: tuple[Path, Path, Path | None] | None = None,
 ) -> Iterator[TFServingPeer]:
     """A serving peer: `models` maps served name -> base path; `labels` name -> {label: version};
-    `behaviours` name -> 'slow:S' | 'malformed:KIND' (see the peer's docstring). Stopped on exit."""
+    `behaviours` name -> 'slow:S' | 'malformed:KIND' (see the peer's docstring); `tls`: (certificate,
+    key, client CA or None) PEM files to serve TLS (mutual with a client CA). Stopped on exit."""
     scratch = Path(tempfile.mkdtemp(prefix="tfs-peer-"))
     hold_dir = scratch / "hold"
     hold_dir.mkdir()
@@ -90,6 +92,9 @@ def start_tfserving_peer(
     argv += [f"--behaviour={name}={kind}" for name, kind in (behaviours or {}).items()]
     if reply_fields:
         argv.append("--reply-fields")
+    if tls is not None:
+        cert, key, client_ca = tls
+        argv += [f"--tls-cert={cert}", f"--tls-key={key}"] + ([f"--tls-client-ca={client_ca}"] if client_ca else [])
     process = PeerProcess.spawn("tfserving conformance peer", argv, scratch / "peer.log")
     found: list[int] = []
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from remix.context import Context
 from remix.step import Step
 from remix.steps import MERGED, MergeParams, source_key
 from remix.steps.candidates import Candidates, ItemType
@@ -151,3 +153,21 @@ async def test_matches_a_reference_merge_on_random_overlapping_sources(build: Bu
 def test_bad_merge_params_fail_at_build(params: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         MergeParams.model_validate(params)
+
+
+async def test_under_overload_quality_narrows_the_cap_and_marks_the_answer(build: Build) -> None:
+    ctx = make_ctx()
+    ctx = Context(request=replace(ctx.request, quality=0.5), budget=ctx.budget)
+    ctx.set(source_key("a"), cands("a", [1, 2, 3, 4, 5], [0.1, 0.5, 0.3, 0.4, 0.2]))
+    await build("merge", sources=["a"], max_candidates=4)(ctx)
+    assert ctx.get(MERGED).item_id.tolist() == [2, 4], "ceil(4 * 0.5) best by first-pass score"
+    assert [f.reason for f in ctx.failures] == ["overload: second pass narrowed to 2 candidates"]
+
+
+async def test_a_narrowed_cap_that_removes_nothing_does_not_degrade(build: Build) -> None:
+    ctx = make_ctx()
+    ctx = Context(request=replace(ctx.request, quality=0.5), budget=ctx.budget)
+    ctx.set(source_key("a"), cands("a", [1, 2], [0.1, 0.5]))
+    await build("merge", sources=["a"], max_candidates=4)(ctx)
+    assert len(ctx.get(MERGED)) == 2
+    assert not ctx.degraded

@@ -1,0 +1,177 @@
+"""A burst of concurrent GetFeed calls on one channel against the demo gateway process (issue 13).
+
+Usage: python benchmarks/overload_burst.py [--world var/world] [--burst 3000] [--deadline-s 10]
+       [--unloaded 300] [--env QUASAR_OVERLOAD_TARGET_LATENCY_S=0.05 ...]
+
+The gateway runs as its own process with the demo settings (plus any --env overrides). The run measures,
+in order: an unloaded p99 (sequential calls), then one burst of --burst calls sent at once on one channel,
+each with a --deadline-s deadline. It prints the burst's status counts, the median latency of rejected
+calls (client side), admitted p50/p99 beside the unloaded p99, calls answered after their deadline, and
+how many answers the gateway computed that no caller received (its `quasar_workflow_requests_total` ok +
+degraded, scraped before and after the burst, minus the OK answers the client got).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from quasar.v1 import feed_pb2, feed_pb2_grpc
+
+
+def start_gateway(world: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str, int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--world", str(world), "--port", "0", "--metrics-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert process.stdout is not None
+    metrics_port = None
+    for line in process.stdout:
+        if '"metrics_port"' in line:
+            metrics_port = json.loads(line)["metrics_port"]
+        found = re.search(r"listening on ([\d.]+:\d+)", line)
+        if found and metrics_port is not None:
+            # Keep draining its output (one access-log line per request): a full pipe would block the gateway.
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return process, found.group(1), int(metrics_port)
+    raise SystemExit(f"gateway exited before listening (code {process.wait()})")
+
+
+def answers_computed(metrics_port: int) -> float:
+    """The gateway's count of answers it computed (ok + degraded outcomes, every workflow)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith("quasar_workflow_requests_total{") and (
+            'outcome="ok"' in line or 'outcome="degraded"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def unloaded(stub: feed_pb2_grpc.FeedServiceStub, members: list[int]) -> tuple[list[float], list[float]]:
+    """Sequential calls: client-side latencies and the gateway's own `server_ms`."""
+    latencies, server = [], []
+    for member in members:
+        started = time.perf_counter()
+        response = await stub.GetFeed(feed_pb2.GetFeedRequest(member_id=member), timeout=5)
+        latencies.append((time.perf_counter() - started) * 1e3)
+        server.append(response.server_ms)
+    return latencies, server
+
+
+@dataclass
+class Burst:
+    codes: Counter[str] = field(default_factory=Counter)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    server_ms: list[float] = field(default_factory=list)
+    late: int = 0
+    narrowed: int = 0
+    issued_ms: float = 0.0  # when the client had sent its last call: a floor under every client-side figure
+
+
+async def burst(stub: feed_pb2_grpc.FeedServiceStub, members: list[int], deadline_s: float) -> Burst:
+    result = Burst()
+    t0 = time.perf_counter()
+
+    async def one(member: int) -> None:
+        started = time.perf_counter()
+        call = stub.GetFeed(feed_pb2.GetFeedRequest(member_id=member), timeout=deadline_s)
+        result.issued_ms = max(result.issued_ms, (time.perf_counter() - t0) * 1e3)
+        try:
+            response = await call
+            code = "OK"
+            result.server_ms.append(response.server_ms)
+            result.narrowed += any(r.startswith("overload:") for r in response.degraded_reasons)
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        result.late += elapsed_ms > deadline_s * 1e3
+        result.codes[code] += 1
+        result.latencies.setdefault(code, []).append(elapsed_ms)
+
+    await asyncio.gather(*(one(m) for m in members))
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", type=Path, default=Path("var/world"))
+    parser.add_argument("--burst", type=int, default=3000)
+    parser.add_argument("--deadline-s", type=float, default=10.0)
+    parser.add_argument("--unloaded", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway process")
+    args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
+    rng = np.random.default_rng(args.seed)
+    members = rng.integers(1, 1000, size=args.burst + args.unloaded).tolist()
+
+    process, target, metrics_port = start_gateway(args.world, env)
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = feed_pb2_grpc.FeedServiceStub(channel)
+            await unloaded(stub, members[:50])  # warm-up
+            base, base_server = await unloaded(stub, members[: args.unloaded])
+            before = await asyncio.to_thread(answers_computed, metrics_port)
+            started = time.perf_counter()
+            result = await burst(stub, members[args.unloaded :], args.deadline_s)
+            wall_s = time.perf_counter() - started
+            after = await asyncio.to_thread(answers_computed, metrics_port)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    computed = after - before
+    codes, latencies = result.codes, result.latencies
+    ok = latencies.get("OK", [])
+    rejected = latencies.get("RESOURCE_EXHAUSTED", [])
+    other = {code: n for code, n in codes.items() if code not in ("OK", "RESOURCE_EXHAUSTED")}
+    print(f"gateway {target}; env {env or 'demo defaults'}")
+    print(
+        f"unloaded: n={len(base)} p50={pct(base, 50):.2f} ms p99={pct(base, 99):.2f} ms "
+        f"(server_ms p99={pct(base_server, 99):.2f} ms)"
+    )
+    print(f"burst: {args.burst} calls on one channel, deadline {args.deadline_s:g} s, done in {wall_s:.2f} s")
+    print(f"  the client had sent every call after {result.issued_ms:.1f} ms (floor under client-side figures)")
+    print(f"  OK={codes['OK']} RESOURCE_EXHAUSTED={codes['RESOURCE_EXHAUSTED']} other={other or 0}")
+    print(f"  rejected median={pct(rejected, 50):.2f} ms p99={pct(rejected, 99):.2f} ms")
+    print(
+        f"  admitted p50={pct(ok, 50):.2f} ms p99={pct(ok, 99):.2f} ms "
+        f"({pct(ok, 99) / pct(base, 99):.2f}x the unloaded p99); narrowed second pass: {result.narrowed}"
+    )
+    server = result.server_ms
+    print(
+        f"  admitted server_ms p50={pct(server, 50):.2f} ms p99={pct(server, 99):.2f} ms "
+        f"({pct(server, 99) / pct(base_server, 99):.2f}x the unloaded server_ms p99)"
+    )
+    for code, values in sorted(latencies.items()):
+        if code not in ("OK", "RESOURCE_EXHAUSTED"):
+            print(f"  {code}: median={pct(values, 50):.1f} ms max={max(values):.1f} ms")
+    print(f"  answered after the deadline: {result.late}")
+    print(f"  answers computed by the gateway: {computed:.0f}; for callers that got none: {computed - len(ok):.0f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
