@@ -18,7 +18,7 @@ from engines.errors import (
 )
 
 if TYPE_CHECKING:
-    from engines.config import GrpcTlsConfig
+    from engines.tls_config import GrpcTlsConfig
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = (

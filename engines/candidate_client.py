@@ -14,8 +14,9 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from engines._grpc import CHANNEL_OPTIONS, engine_error
+from engines._grpc import CHANNEL_OPTIONS, engine_error, open_channel
 from engines.errors import BadInput, BadOutput, EngineTimeout, EngineUnavailable
+from engines.tls_config import GrpcTlsConfig
 from quasar.v1 import candidates_pb2, candidates_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class GrpcCandidateClient:
         connect_wait_s: float = 0.5,
         metadata: Mapping[str, str] | None = None,
         options: tuple[tuple[str, int | str], ...] = CHANNEL_OPTIONS,
+        tls: GrpcTlsConfig | None = None,
     ) -> None:
         if max_ids <= 0:
             raise ValueError(f"max_ids must be > 0, got {max_ids}")
@@ -66,6 +68,7 @@ class GrpcCandidateClient:
         self._connect_wait_s = connect_wait_s
         self._metadata = tuple((metadata or {}).items())
         self._options = options
+        self._tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._stub: candidates_pb2_grpc.CandidateServiceAsyncStub | None = None
         self._closed = False
@@ -74,7 +77,10 @@ class GrpcCandidateClient:
         """Open the long-lived channel and start connecting; see the class docstring for waiting."""
         if self._channel is not None:
             raise RuntimeError(f"candidate client {self.name!r} is already started")
-        self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+        if self._tls is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+        else:
+            self._channel = open_channel(self.target, self._tls, engine=self.name)
         self._stub = candidates_pb2_grpc.CandidateServiceStub(self._channel)
         # Connecting now means the first request does not pay for the TCP and HTTP/2 handshakes.
         self._channel.get_state(try_to_connect=True)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
+from engines.tls_config import GrpcTlsConfig
+
 if TYPE_CHECKING:
     from engines.candidate_client import GrpcCandidateClient
 
@@ -33,6 +35,7 @@ class CandidateServiceConfig(BaseModel):
     connect_wait_s: Annotated[float, Field(ge=0.0)] = 0.5
     max_ids: PositiveInt = 10_000
     metadata: dict[str, str] = Field(default_factory=dict)
+    tls: GrpcTlsConfig | None = Field(None, description="TLS to the service; null: plaintext")
 
     @field_validator("target")
     @classmethod
@@ -66,4 +69,5 @@ class CandidateServiceConfig(BaseModel):
             timeout_s=self.timeout_s,
             connect_wait_s=self.connect_wait_s,
             metadata=self.metadata,
+            tls=self.tls,
         )

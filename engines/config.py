@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 
 from engines.candidate_config import CandidateServiceConfig
+from engines.tls_config import GrpcTlsConfig
 
 if TYPE_CHECKING:
     from engines._offload import Offloader
@@ -51,24 +52,6 @@ class XGBoostEngineConfig(_Config):
         from engines.xgboost import XGBoostEngine
 
         return XGBoostEngine(name, self.models, offloader, nthread=self.nthread)
-
-
-class GrpcTlsConfig(_Config):
-    """TLS to a gRPC backend. `ca_file`: PEM roots that sign the server's certificate (None: the system's);
-    `cert_file` + `key_file` (both or neither): the client certificate for mutual TLS;
-    `server_name_override`: the name checked against the server's certificate instead of the URL's host
-    (an address by IP, a test CA). Files are read when the engine starts."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name_override: str | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> GrpcTlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("tls: give both cert_file and key_file (mutual TLS), or neither")
-        return self
 
 
 class TritonEngineConfig(_Config):

@@ -31,7 +31,7 @@ from engines.errors import (
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
 if TYPE_CHECKING:
-    from engines.config import GrpcTlsConfig
+    from engines.tls_config import GrpcTlsConfig
 
 # TF Serving answers an unknown version label with INVALID_ARGUMENT; for us it is a missing model version.
 _UNKNOWN_LABEL = "Unrecognized servable version label"

@@ -31,7 +31,7 @@ from engines.oip_datatypes import LITTLE_ENDIAN, NATIVE
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
 if TYPE_CHECKING:
-    from engines.config import GrpcTlsConfig
+    from engines.tls_config import GrpcTlsConfig
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,12 @@ class GatewaySettings(BaseSettings):
     def _counts_consistent(self) -> GatewaySettings:
         if self.default_count > self.max_count:
             raise ValueError(f"default_count ({self.default_count}) exceeds max_count ({self.max_count})")
+        if self.overload_quality_latency_s > self.overload_target_latency_s:
+            # the second pass must narrow before the limit starts rejecting, not after
+            raise ValueError(
+                f"overload_quality_latency_s ({self.overload_quality_latency_s}) exceeds overload_target_latency_s "
+                f"({self.overload_target_latency_s}): narrowing must come before rejecting"
+            )
         return self
 
     @classmethod

@@ -50,3 +50,8 @@ def test_inconsistent_counts_are_rejected() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_the_second_pass_narrows_before_the_limit_rejects() -> None:
+    with pytest.raises(ValueError, match="narrowing must come before rejecting"):
+        GatewaySettings(overload_quality_latency_s=0.5, overload_target_latency_s=0.25)
