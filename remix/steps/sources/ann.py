@@ -10,13 +10,15 @@ from pydantic import Field
 
 from features.registry import ViewFeature
 from kvstore.ann import AnnSearcher
+from kvstore.base import EmbeddingStore
+from kvstore.errors import TableNotFound
 from remix.context import Context
 from remix.failures import DependencyFailure
 from remix.keys import Key
 from remix.registry import StepType
 from remix.steps.keys import TABLE_VERSIONS, member_rows_key
 from remix.steps.scoring import resolve_features
-from remix.steps.services import Services
+from remix.steps.services import DEFAULT_STORE, Services
 from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
 
 
@@ -31,14 +33,27 @@ class AnnParams(SourceParams):
 
 
 class _SearcherResource:
-    """Closes the searcher's thread with the application."""
+    """Loads the index of the table's current version before serving (a missing index fails startup, and
+    the first request does not pay for the load), and closes the searcher's thread with the application."""
 
-    def __init__(self, name: str, searcher: AnnSearcher) -> None:
+    def __init__(self, name: str, searcher: AnnSearcher, store: EmbeddingStore, table: str) -> None:
         self.name = name
         self.searcher = searcher
+        self._store = store
+        self._table = table
 
     async def start(self) -> None:
-        return None
+        versions = await self._store.current_versions([self._table])
+        if self._table in versions:
+            try:
+                await self.searcher.preload(self._table, versions[self._table])
+            except TableNotFound as error:
+                raise TableNotFound(
+                    f"step {self.name!r}: no ANN index for {self._table}@{versions[self._table]} "
+                    f"(build it with `quasar index build --table {self._table}`): {error}",
+                    store=self._store.name,
+                    table=self._table,
+                ) from None
 
     async def close(self) -> None:
         await self.searcher.close()
@@ -59,7 +74,9 @@ class AnnRetriever:
         self._row_key = member_rows_key(feature.view.name)
         self.reads: frozenset[Key[Any]] = frozenset({self._row_key, TABLE_VERSIONS})
         self.searcher = AnnSearcher(services.index_root, name=step, max_pending=params.max_pending)
-        services.resources.add(_SearcherResource(step, self.searcher))
+        # The store of the indexed table: the view declaring it names it (the default store otherwise).
+        store = next((v.store for v in services.registry.views.values() if v.table == params.table), DEFAULT_STORE)
+        services.resources.add(_SearcherResource(step, self.searcher, services.stores[store], params.table))
 
     async def retrieve(self, ctx: Context, *, limit: int) -> I64:
         start = self._feature.start

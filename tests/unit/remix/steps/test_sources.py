@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kvstore.ann import build_index
+from kvstore.errors import TableNotFound
 from remix.failures import DependencyFailure
 from remix.step import Step
 from remix.steps import member_rows_key, source_key
@@ -191,3 +192,13 @@ async def test_a_source_may_answer_unscored_when_its_first_pass_cannot_run(
             await strict(ctx)
     finally:
         await services.resources.close()
+
+
+async def test_an_ann_source_without_an_index_for_the_current_version_fails_at_start(
+    build: Build, services: Services
+) -> None:
+    build("source.ann", name="jobs", query="member_topics.vector", table="job_topics", **SOURCE)
+    with pytest.raises(
+        TableNotFound, match=r"step 'jobs': no ANN index for job_topics@v1 \(build it with `quasar index build"
+    ):
+        await services.resources.start()
