@@ -107,14 +107,14 @@ class RedisStoreConfig(_StoreConfig):
     @field_validator("url")
     @classmethod
     def _parseable(cls, url: str) -> str:
-        from kvstore.redis import RedisAddress
+        from kvstore._redis_wire import RedisAddress
 
         RedisAddress.parse(url)
         return url
 
     def __repr_args__(self) -> Any:
         # A password written into the URL must not reach a log line or a traceback through repr.
-        from kvstore.redis import redact_url
+        from kvstore._redis_wire import redact_url
 
         for name, value in super().__repr_args__():
             yield name, redact_url(value) if name == "url" else value

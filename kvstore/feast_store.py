@@ -44,7 +44,7 @@ from kvstore.feast_registry import FeastRepo, FeastView, load_feast_repo
 
 if TYPE_CHECKING:
     from kvstore._feast_layout import ViewLayout
-    from kvstore.redis import _NodePool
+    from kvstore._redis_wire import NodePool
 
 
 class FeastStoreConfig(_StoreConfig):
@@ -73,7 +73,7 @@ class FeastStoreConfig(_StoreConfig):
         if self.registry_path is not None and not (self.project and self.url):
             raise ValueError("a bare registry_path needs project and url (a registry names no online store)")
         if self.url is not None:
-            from kvstore.redis import RedisAddress
+            from kvstore._redis_wire import RedisAddress
 
             RedisAddress.parse(self.url)
         return self
@@ -133,7 +133,7 @@ class FeastRedisStore:
         self._clock = clock
         self._tables: dict[str, _Table] = {}
         self._unsupported: dict[str, str] = {}
-        self._pool: _NodePool | None = None
+        self._pool: NodePool | None = None
         self.repo: FeastRepo | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ class FeastRedisStore:
         """Read the registry, then connect. ValueError when no Redis URL is known or the registry cannot
         be read; `StoreUnavailable` when the server does not answer within the timeouts."""
         from kvstore._feast_layout import ViewLayout
-        from kvstore.redis import RedisAddress, _NodePool
+        from kvstore._redis_wire import NodePool, RedisAddress
 
         repo = await asyncio.to_thread(self._definitions)
         url = self._url or repo.redis_url
@@ -154,7 +154,7 @@ class FeastRedisStore:
             version = f"{repo.project}-{view.digest(repo.project, repo.entity_key_version)}"
             tables[view.name] = _Table(view, version, ViewLayout(repo.project, view, repo.entity_key_version))
         await self.close()  # a second start reconnects
-        pool = _NodePool(
+        pool = NodePool(
             address.host, address.port, address, size=self._pool_size, connect_timeout_s=self._connect_timeout_s
         )
         try:
@@ -226,17 +226,17 @@ class FeastRedisStore:
             )
         return stored
 
-    def _started(self) -> _NodePool:
+    def _started(self) -> NodePool:
         if self._pool is None:
             raise StoreUnavailable("store is not started", store=self.name)
         return self._pool
 
-    async def _call(self, pool: _NodePool, payload: bytes, n: int) -> list[Any]:
-        from kvstore.redis import _Unreachable
+    async def _call(self, pool: NodePool, payload: bytes, n: int) -> list[Any]:
+        from kvstore._redis_wire import Unreachable
 
         try:
             return await pool.call(payload, n)
-        except _Unreachable as error:
+        except Unreachable as error:
             raise StoreUnavailable(str(error), store=self.name) from error
 
     @contextlib.asynccontextmanager

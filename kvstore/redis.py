@@ -1,5 +1,5 @@
-"""`RedisStore`: versioned embedding tables in Redis or a Redis Cluster. The only module importing redis
-(and hiredis, its C protocol parser).
+"""`RedisStore`: versioned embedding tables in Redis or a Redis Cluster, and its cluster routing. The wire
+protocol and the connection pools are `kvstore._redis_wire` (with hiredis, its C parser, behind them).
 
 Key layout: `kvstore._redis_layout`. Values: `kvstore.codec` (float16 or float32 behind a header that
 names dtype, dim and table version, so a value of another version is detected, never served).
@@ -35,10 +35,9 @@ import math
 import re
 import ssl
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 import numpy as np
@@ -58,6 +57,7 @@ from kvstore._redis_layout import (
     tables_key,
     versions_key,
 )
+from kvstore._redis_wire import NodePool, RedisAddress, Unreachable, pack, tls_context
 from kvstore.admin import Progress, TableAdmin, VersionInfo
 from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, lookup_dtype, sorted_table
 from kvstore.codec import header, pack_rows, unpack_rows
@@ -71,254 +71,6 @@ _WRITE_ROWS = 1000  # rows per MSET when writing a version
 _WRITE_ROUND = 16  # MSETs per pipelined round trip when writing
 _MAX_CACHED_METAS = 1024
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # no braces: they would move the hash tag
-
-
-class _Unreachable(ConnectionError):
-    """A node could not be reached or dropped the connection, after the one retry."""
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where a store connects; `tls` from the `rediss://` scheme. The password never appears in repr or str."""
-
-    host: str
-    port: int
-    db: int
-    username: str | None
-    password: str | None = field(repr=False)
-    tls: bool = False
-
-    @classmethod
-    def parse(cls, url: str) -> RedisAddress:
-        """`redis[s]://[[user]:password@]host[:port][/db]` (rediss: TLS); ValueError otherwise, without the
-        password in its message."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"expected a redis://host:port/db URL (rediss:// for TLS), got {redact_url(url)!r}")
-        path = parts.path.strip("/")
-        if path and not path.isdigit():
-            raise ValueError(f"the database in {redact_url(url)!r} must be a number")
-        try:
-            port = parts.port or 6379
-        except ValueError as error:
-            raise ValueError(f"bad port in {redact_url(url)!r}: {error}") from None
-        return cls(
-            host=parts.hostname or "localhost",
-            port=port,
-            db=int(path or 0),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=parts.scheme == "rediss",
-        )
-
-    def __str__(self) -> str:
-        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
-
-
-def redact_url(url: str) -> str:
-    """`url` with its password (if any) replaced by `***`, for messages, logs and reprs."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
-
-
-def tls_context(tls: RedisTlsConfig | None) -> ssl.SSLContext:
-    """A client context verifying the server against `tls.ca_file` (None: the system's roots), with the
-    client certificate when one is given. Reads the files: ValueError naming the one that fails."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if tls is None:
-        return context
-    try:
-        if tls.ca_file is not None:
-            context.load_verify_locations(cafile=str(tls.ca_file))
-        if tls.cert_file is not None and tls.key_file is not None:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    except (OSError, ssl.SSLError) as error:
-        files = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f is not None]
-        raise ValueError(f"redis tls files {files} cannot be used: {error}") from None
-    return context
-
-
-# -- one connection -------------------------------------------------------------------------------------
-
-
-class _Connection(asyncio.Protocol):
-    """One socket carrying one request at a time: `roundtrip` writes a packed payload and returns its
-    `n` replies, parsed by hiredis straight from `data_received`. Error replies come back as
-    `hiredis.ReplyError` values. Anything off the request/reply rhythm marks it `broken`."""
-
-    def __init__(self) -> None:
-        self._parser = hiredis.Reader()
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[list[Any]] | None = None
-        self._expected = 0
-        self._replies: list[Any] = []
-        self.broken = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():  # a reply nobody waits for: never reuse this socket
-            self.abort()
-            return
-        try:
-            self._parser.feed(data)
-            replies = self._replies
-            while (reply := self._parser.gets()) is not False:
-                replies.append(reply)
-                if len(replies) == self._expected:
-                    self._waiter = None
-                    waiter.set_result(replies)
-                    return
-        except hiredis.ProtocolError as error:
-            self.abort()
-            waiter.set_exception(ConnectionError(f"protocol error: {error}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.broken = True
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionError(f"connection lost: {exc or 'closed by the server'}"))
-
-    async def roundtrip(self, payload: bytes, n: int) -> list[Any]:
-        if self.broken or self._transport is None or self._waiter is not None:
-            raise ConnectionError("connection is not usable")
-        waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiter, self._expected, self._replies = waiter, n, []
-        self._transport.write(payload)
-        return await waiter
-
-    def abort(self) -> None:
-        self.broken = True
-        if self._transport is not None:
-            self._transport.abort()
-
-
-# -- one node --------------------------------------------------------------------------------------------
-
-
-class _NodePool:
-    """A blocking pool of at most `size` connections to one node."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        address: RedisAddress,
-        *,
-        size: int,
-        connect_timeout_s: float,
-        tls: ssl.SSLContext | None = None,
-        server_name: str | None = None,
-    ) -> None:
-        self.host, self.port = host, port
-        self._address = address
-        self._tls = tls
-        self._server_name = server_name
-        self._connect_timeout_s = connect_timeout_s
-        self._free = asyncio.Semaphore(size)
-        self._idle: list[_Connection] = []
-        self._closed = False
-        self.busy = 0  # connections lent out now
-
-    def __repr__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    async def call(self, payload: bytes, n: int) -> list[Any]:
-        """The `n` replies to `payload`; one retry on a connection error, then `_Unreachable`."""
-        error: Exception | None = None
-        for _ in range(2):
-            async with self._free:
-                conn = self._take_idle()
-                done = False
-                self.busy += 1
-                try:
-                    if conn is None:
-                        conn = await self._connect()
-                    replies = await conn.roundtrip(payload, n)
-                    done = True
-                    return replies
-                except (ConnectionError, OSError) as failed:
-                    error = failed
-                    self._drop_idle()  # likely as stale as this one (a restarted server): retry on a new one
-                finally:
-                    self.busy -= 1
-                    self._give_back(conn, reusable=done)
-        raise _Unreachable(f"{self}: {error}") from error
-
-    @property
-    def idle(self) -> int:
-        return sum(not conn.broken for conn in self._idle)
-
-    def close(self) -> None:
-        self._closed = True
-        self._drop_idle()
-
-    def _drop_idle(self) -> None:
-        while self._idle:
-            self._idle.pop().abort()
-
-    def _take_idle(self) -> _Connection | None:
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.broken:
-                return conn
-        return None
-
-    def _give_back(self, conn: _Connection | None, *, reusable: bool) -> None:
-        # Synchronous on purpose: runs in `finally` even while the caller is being cancelled.
-        if conn is None:
-            return
-        if reusable and not conn.broken and not self._closed:
-            self._idle.append(conn)
-        else:
-            conn.abort()
-
-    async def _connect(self) -> _Connection:
-        if self._closed:
-            raise ConnectionError("store is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout_s) as scope:
-                if self._tls is None:
-                    _, conn = await loop.create_connection(_Connection, self.host, self.port)
-                else:
-                    _, conn = await loop.create_connection(
-                        _Connection,
-                        self.host,
-                        self.port,
-                        ssl=self._tls,
-                        server_hostname=self._server_name or self.host,
-                        ssl_handshake_timeout=self._connect_timeout_s,
-                    )
-        except TimeoutError:
-            if scope.expired():
-                raise ConnectionError(f"no connection within {self._connect_timeout_s}s") from None
-            raise
-        try:
-            setup: list[tuple[str, ...]] = []
-            user = self._address.username
-            if self._address.password is not None:
-                setup.append(("AUTH", user, self._address.password) if user else ("AUTH", self._address.password))
-            if self._address.db:
-                setup.append(("SELECT", str(self._address.db)))
-            if setup:
-                replies = await conn.roundtrip(b"".join(_pack(*c) for c in setup), len(setup))
-                failed = [(c[0], r) for c, r in zip(setup, replies, strict=True) if isinstance(r, hiredis.ReplyError)]
-                if failed:
-                    step, reply = failed[0]
-                    # Redis's own reply names no secret; the command sent (with the password) is never echoed.
-                    what = f"authentication as user {user or 'default'!r}" if step == "AUTH" else step
-                    raise ConnectionError(f"{what} refused: {reply}")
-        except BaseException:
-            conn.abort()
-            raise
-        return conn
 
 
 # -- the store -------------------------------------------------------------------------------------------
@@ -395,9 +147,9 @@ class RedisStore:
         self.prefix = self._prefix = prefix
         self._buckets = buckets
         self._mget_chunk = mget_chunk
-        self._pools: dict[tuple[str, int], _NodePool] = {}
-        self._single: _NodePool | None = None  # set when the server is not a cluster
-        self._slots: list[_NodePool] = []  # cluster: owner of each slot
+        self._pools: dict[tuple[str, int], NodePool] = {}
+        self._single: NodePool | None = None  # set when the server is not a cluster
+        self._slots: list[NodePool] = []  # cluster: owner of each slot
         self._versions: dict[tuple[str, str], _Version] = {}
         self._current_key = current_key(prefix)
         self._started = False
@@ -422,8 +174,8 @@ class RedisStore:
         seed = self._pool(self.address.host, self.address.port)
         try:
             async with asyncio.timeout(self._timeout_s + self._connect_timeout_s):
-                (reply,) = await seed.call(_pack("CLUSTER", "SLOTS"), 1)
-        except (TimeoutError, _Unreachable) as error:
+                (reply,) = await seed.call(pack("CLUSTER", "SLOTS"), 1)
+        except (TimeoutError, Unreachable) as error:
             self._close_pools()
             raise StoreUnavailable(f"cannot reach {self.address}: {error}", store=self.name) from error
         try:
@@ -546,7 +298,7 @@ class RedisStore:
                 args: list[bytes] = [b"MSET"]
                 for row in rows:
                     args += (keys[row], values[int(order[row])])
-                commands.append((_Command(slot, _pack(*args)), len(rows)))
+                commands.append((_Command(slot, pack(*args)), len(rows)))
         done = 0
         for first in range(0, len(commands), _WRITE_ROUND):
             batch = commands[first : first + _WRITE_ROUND]
@@ -626,7 +378,7 @@ class RedisStore:
             while True:
                 async with self._deadline(self._admin_timeout_s, table=table):
                     scan = ("SCAN", cursor, "MATCH", stored.layout.scan_pattern(), "COUNT", "1000")
-                    (reply,) = await self._call(node, _pack(*scan), 1)
+                    (reply,) = await self._call(node, pack(*scan), 1)
                     self._raise_errors([reply], table)
                     cursor, found = reply
                     by_tag: dict[bytes, list[bytes]] = {}
@@ -634,7 +386,7 @@ class RedisStore:
                         by_tag.setdefault(found_key[found_key.index(b"{") : found_key.index(b"}") + 1], []).append(
                             found_key
                         )
-                    unlinks = [_Command(key_slot(tag), _pack("UNLINK", *ks)) for tag, ks in by_tag.items()]
+                    unlinks = [_Command(key_slot(tag), pack("UNLINK", *ks)) for tag, ks in by_tag.items()]
                     self._raise_errors(await self._execute(unlinks), table)
                 if cursor == b"0":
                     break
@@ -735,7 +487,7 @@ class RedisStore:
 
     async def _command(self, key: bytes, args: tuple[str | bytes, ...]) -> Any:
         """One command about `key`, routed to its slot's node; error replies raise StoreError."""
-        (reply,) = await self._execute([_Command(key_slot(key), _pack(*args))])
+        (reply,) = await self._execute([_Command(key_slot(key), pack(*args))])
         self._raise_errors([reply], "")
         return reply
 
@@ -744,12 +496,12 @@ class RedisStore:
         if self._single is not None:
             payload = b"".join(c.payload for c in commands)
             return await self._call(self._single, payload, len(commands))
-        groups: dict[_NodePool, list[int]] = {}
+        groups: dict[NodePool, list[int]] = {}
         for index, command in enumerate(commands):
             groups.setdefault(self._owner(command.slot), []).append(index)
         replies: list[Any] = [None] * len(commands)
 
-        async def on_node(node: _NodePool, indexes: list[int]) -> None:
+        async def on_node(node: NodePool, indexes: list[int]) -> None:
             answered = await self._call(node, b"".join(commands[i].payload for i in indexes), len(indexes))
             for i, reply in zip(indexes, answered, strict=True):
                 replies[i] = reply
@@ -774,22 +526,22 @@ class RedisStore:
                         refreshed = True
                     (replies[index],) = await self._call(target, commands[index].payload, 1)
                 else:
-                    asking = _pack("ASKING") + commands[index].payload
+                    asking = pack("ASKING") + commands[index].payload
                     replies[index] = (await self._call(target, asking, 2))[1]
         return replies
 
-    async def _call(self, node: _NodePool, payload: bytes, n: int) -> list[Any]:
+    async def _call(self, node: NodePool, payload: bytes, n: int) -> list[Any]:
         try:
             return await node.call(payload, n)
-        except _Unreachable as error:
+        except Unreachable as error:
             raise StoreUnavailable(str(error), store=self.name) from error
 
-    def _owner(self, slot: int | None) -> _NodePool:
+    def _owner(self, slot: int | None) -> NodePool:
         if self._single is not None or slot is None:
             return self._single or self._pool(self.address.host, self.address.port)
         return self._slots[slot]
 
-    def _masters(self) -> list[_NodePool]:
+    def _masters(self) -> list[NodePool]:
         if self._single is not None:
             return [self._single]
         return list(dict.fromkeys(self._slots))
@@ -797,8 +549,8 @@ class RedisStore:
     async def _refresh_slots(self) -> None:
         for node in [*self._masters(), self._pool(self.address.host, self.address.port)]:
             try:
-                (reply,) = await node.call(_pack("CLUSTER", "SLOTS"), 1)
-            except _Unreachable:
+                (reply,) = await node.call(pack("CLUSTER", "SLOTS"), 1)
+            except Unreachable:
                 continue
             if not isinstance(reply, hiredis.ReplyError):
                 self._set_slots(reply)
@@ -806,7 +558,7 @@ class RedisStore:
         raise StoreUnavailable("no cluster node answered CLUSTER SLOTS", store=self.name)
 
     def _set_slots(self, reply: list[Any]) -> None:
-        owners: list[_NodePool | None] = [None] * _SLOTS
+        owners: list[NodePool | None] = [None] * _SLOTS
         for entry in reply:
             start, end, primary = int(entry[0]), int(entry[1]), entry[2]
             host = primary[0].decode() if primary[0] else self.address.host
@@ -814,12 +566,12 @@ class RedisStore:
             owners[start : end + 1] = [node] * (end - start + 1)
         if any(owner is None for owner in owners):
             raise StoreUnavailable("the cluster does not cover every slot", store=self.name)
-        self._slots = cast(list[_NodePool], owners)
+        self._slots = cast(list[NodePool], owners)
 
-    def _pool(self, host: str, port: int) -> _NodePool:
+    def _pool(self, host: str, port: int) -> NodePool:
         pool = self._pools.get((host, port))
         if pool is None:
-            pool = _NodePool(
+            pool = NodePool(
                 host,
                 port,
                 self.address,
@@ -869,11 +621,6 @@ class RedisStore:
     def _check_started(self) -> None:
         if not self._started:
             raise StoreUnavailable("store is not started", store=self.name)
-
-
-def _pack(*args: str | bytes) -> bytes:
-    # hiredis's stub types the argument as a 1-tuple; any tuple of str/bytes is what it takes.
-    return cast(bytes, hiredis.pack_command(cast(Any, args)))
 
 
 if TYPE_CHECKING:  # mypy proves the protocols are met, so drift fails CI rather than a caller

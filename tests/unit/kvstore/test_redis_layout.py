@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kvstore._redis_layout import Layout, VersionMeta, check_name, current_key, versions_key
-from kvstore.redis import RedisAddress
+from kvstore._redis_wire import RedisAddress
 
 
 def test_keys_are_fixed_width_and_carry_their_bucket_in_the_hash_tag() -> None:
