@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn, TextIO, TypeVar
 
 import click
 import grpc
 import yaml
 
+from quasar._client_channel import ClientTls, client_tls, tls_options
 from quasar.v1 import admin_pb2, admin_pb2_grpc
 
 Req = TypeVar("Req")
@@ -33,6 +35,7 @@ _TIMEOUT = click.option(
 
 def _call(
     target: str,
+    tls: ClientTls,
     token: str,
     timeout_s: float,
     method: Callable[[admin_pb2_grpc.AdminServiceStub], grpc.UnaryUnaryMultiCallable[Req, Resp]],
@@ -43,7 +46,7 @@ def _call(
     on stderr and exits 2, without a traceback."""
     if not token:
         raise click.BadParameter("the admin token must not be empty", param_hint="'--token'")
-    with grpc.insecure_channel(target) as channel:
+    with tls.channel(target) as channel:
         try:
             return method(admin_pb2_grpc.AdminServiceStub(channel))(
                 request, metadata=(("authorization", f"Bearer {token}"),), timeout=timeout_s
@@ -66,10 +69,20 @@ def routes() -> None:
 @_TARGET
 @_TOKEN
 @_TIMEOUT
-def show_command(target: str, token: str, timeout_s: float) -> None:
+@tls_options
+def show_command(
+    target: str,
+    token: str,
+    timeout_s: float,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_server_name: str | None,
+) -> None:
     """Print the routes in force as YAML, after comments that give their version and the engines targets
     may name. The output is valid input for `quasar routes set`."""
-    reply = _call(target, token, timeout_s, lambda stub: stub.GetRoutes, admin_pb2.GetRoutesRequest())
+    tls = client_tls(tls_ca, tls_cert, tls_key, tls_server_name)
+    reply = _call(target, tls, token, timeout_s, lambda stub: stub.GetRoutes, admin_pb2.GetRoutesRequest())
     click.echo(f"# routes version: {reply.version}")
     click.echo(f"# engines: {', '.join(reply.engines) or '-'}")
     click.echo(yaml.safe_dump(json.loads(reply.routes_json), sort_keys=True), nl=False)
@@ -86,6 +99,7 @@ def show_command(target: str, token: str, timeout_s: float) -> None:
 @_TARGET
 @_TOKEN
 @_TIMEOUT
+@tls_options
 def set_command(
     routes_file: TextIO | None,
     remove: tuple[str, ...],
@@ -94,6 +108,10 @@ def set_command(
     target: str,
     token: str,
     timeout_s: float,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_server_name: str | None,
 ) -> None:
     """Replace the routes named in FILE (YAML or JSON: logical model → route; `-` reads stdin) and remove
     the --remove ones, in one atomic swap. Routes FILE does not name stay as they are."""
@@ -105,7 +123,8 @@ def set_command(
         expected_version=expected_version,
         dry_run=dry_run,
     )
-    reply = _call(target, token, timeout_s, lambda stub: stub.SetRoutes, request)
+    tls = client_tls(tls_ca, tls_cert, tls_key, tls_server_name)
+    reply = _call(target, tls, token, timeout_s, lambda stub: stub.SetRoutes, request)
     changed = ", ".join(reply.changed) or "none"
     if dry_run:
         click.echo(f"dry run: nothing was changed; would be routes version {reply.version}, changing: {changed}")

@@ -270,3 +270,39 @@ def test_an_unreadable_engine_tls_file_is_a_startup_error_naming_it(tmp_path: Pa
 
     with pytest.raises(ValueError, match=r"engine 'tfs': tls\.ca_file .*missing\.pem cannot be read"):
         open_channel("127.0.0.1:1", GrpcTlsConfig(ca_file=tmp_path / "missing.pem"), engine="tfs")
+
+
+async def test_the_command_line_speaks_tls_to_a_tls_gateway(small_world: Path, test_workflows: Path, pki: Pki) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from quasar.cli import main
+
+    tls = TlsSettings(cert_file=pki.server.cert, key_file=pki.server.key)
+    gateway = await start(small_world, test_workflows, tls=tls, admin_token=TOKEN)
+    target = f"127.0.0.1:{gateway.server.port}"
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args))
+
+    try:
+        ready = await asyncio.to_thread(
+            run, "wait-ready", "--target", target, "--timeout-s", "10", "--tls-ca", str(pki.server.ca)
+        )
+        assert ready.exit_code == 0, ready.output
+        answered = await asyncio.to_thread(
+            run, "feed", "--member", "42", "--target", target, "--tls-ca", str(pki.server.ca)
+        )
+        assert answered.exit_code == 0, answered.output
+        assert "feed for request" in answered.output
+        routes = await asyncio.to_thread(
+            run, "routes", "show", "--target", target, "--token", TOKEN, "--tls-ca", str(pki.server.ca)
+        )
+        assert routes.exit_code == 0, routes.output
+        assert "feed_ranker" in routes.output
+        plaintext = await asyncio.to_thread(run, "feed", "--member", "42", "--target", target, "--timeout-s", "2")
+        assert plaintext.exit_code == 1
+        assert "GetFeed failed: UNAVAILABLE" in plaintext.output
+    finally:
+        await stop(gateway)
