@@ -118,7 +118,6 @@ class InputPlan:
                     start += decl.width
                 self._slices[view.name] = tuple(cuts)
         self._id_names = {stage.entity: f"{stage.entity}.id" for stage in stages}
-        self._pooled = pooled
         self.views: tuple[ViewDecl, ...] = (*(v for s in stages for v in s.views), *pooled.values())
         self._derived = tuple(f for f in self.features if isinstance(f, DerivedFeature))
         self._entity_ids = tuple(

@@ -8,7 +8,7 @@ error names the file, the key path and, for an unknown name, the nearest declare
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from features.declarations import (
@@ -245,7 +245,3 @@ def _derived_shape(decl: DerivedDecl, inputs: list[Feature], registry: FeatureRe
             raise ValueError(f"contains needs an id list and a scalar id, {names[1]} has width {widths[1]}")
         return 1, False
     raise ValueError(f"unknown transform {transform!r}")
-
-
-def registry_summary(registry: FeatureRegistry) -> Mapping[str, int]:
-    return {"entities": len(registry.entities), "views": len(registry.views), "derived": len(registry.derived_decls)}

@@ -79,16 +79,3 @@ def source_key(name: str) -> Key[Candidates]:
 def member_rows_key(view: str) -> Key[npt.NDArray[Any]]:
     """The slot holding the member's row of a request-keyed view, (1, width), defaults applied."""
     return Key(f"member.{view}", np.ndarray)
-
-
-ALL_KEYS: tuple[Key[Any], ...] = (
-    QUERY,
-    EXPERIMENT_BUCKET,
-    TABLE_VERSIONS,
-    MEMBER_DEFAULTED,
-    MERGED,
-    FILTERED,
-    RANKED,
-    FEATURES_MISSING,
-    FEED,
-)
