@@ -43,6 +43,14 @@ def default_row(view: ViewDecl) -> Array:
     return np.concatenate(parts).astype(np.int64 if view.dtype == "int64" else np.float32)
 
 
+async def read_views(reader: RowReader, views: Sequence[ViewDecl], ids: I64) -> list[Array]:
+    """`reader.read` of each view for `ids`: concurrently, or one after another for a `sequential` reader
+    (in-process reads never wait, so tasks would only add their cost)."""
+    if getattr(reader, "sequential", False):
+        return [await reader.read(view, ids) for view in views]
+    return list(await asyncio.gather(*(reader.read(view, ids) for view in views)))
+
+
 @dataclass
 class Frame:
     """Feature name -> (1 or n, width) array, for n rows."""
@@ -209,10 +217,7 @@ class InputPlan:
                 unique, inverse = ids, None
             else:
                 unique, inverse = np.unique(ids, return_inverse=True)
-            if getattr(reader, "sequential", False):  # in-process reads never wait: tasks would only cost
-                rows = [await reader.read(view, unique) for view in to_read]
-            else:
-                rows = list(await asyncio.gather(*(reader.read(view, unique) for view in to_read)))
+            rows = await read_views(reader, to_read, unique)
             for view, block in (
                 *zip(to_read, rows, strict=True),
                 *((v, known[v.name]) for v in stage_views if v.name in known),

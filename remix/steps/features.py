@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import MappingProxyType
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from features import StoreReader
-from features.assembly import default_row
+from features.assembly import default_row, read_views
 from features.declarations import KEY_REQUEST, ViewDecl
 from features.errors import nearest
 from remix.context import Context
@@ -79,10 +78,7 @@ class Features:
 
         reader = StoreReader(self._stores, versions, timeout_s=ctx.budget.remaining_s())
         member = np.array([ctx.get(QUERY).member_id], dtype=np.int64)
-        if reader.sequential:  # in-process stores never wait: tasks would only cost
-            rows = [await reader.read(view, member) for view in self._views]
-        else:
-            rows = list(await asyncio.gather(*(reader.read(view, member) for view in self._views)))
+        rows = await read_views(reader, self._views, member)
         for view, row in zip(self._views, rows, strict=True):
             ctx.set(member_rows_key(view.name), row)
         ctx.set(MEMBER_DEFAULTED, frozenset(reader.missing))

@@ -35,6 +35,16 @@ def resolve_features(services: Services, names: Iterable[str], *, step: str) -> 
     return resolved
 
 
+def pinned_versions(ctx: Context, tables: Iterable[str], *, step: str) -> Mapping[str, str]:
+    """The request's table versions (`features` resolved them), all of `tables` among them; a table without
+    one (the `features` step fell back: the store failed) is a DependencyFailure naming it."""
+    versions = ctx.get(TABLE_VERSIONS)
+    unresolved = sorted(set(tables) - versions.keys())
+    if unresolved:
+        raise DependencyFailure(f"no table version was resolved for {unresolved} (the store failed)", step=step)
+    return versions
+
+
 class DeclaredInputs:
     """What one step reads per request for its declared features. `reads` are the keys it needs: QUERY,
     TABLE_VERSIONS and the member rows of every request-keyed view in the plan (so a workflow whose
@@ -62,12 +72,7 @@ class DeclaredInputs:
 
         A table without a resolved version (the `features` step fell back) or any store error is a
         dependency failure: the workflow's fallback or fail-open policy decides."""
-        versions = ctx.get(TABLE_VERSIONS)
-        unresolved = sorted(self.tables - versions.keys())
-        if unresolved:
-            raise DependencyFailure(
-                f"no table version was resolved for {unresolved} (the store failed)", step=self.step
-            )
+        versions = pinned_versions(ctx, self.tables, step=self.step)
         reader = StoreReader(self._stores, versions, timeout_s=ctx.budget.remaining_s())
         known = {view.name: ctx.get(member_rows_key(view.name)) for view in self._member_views}
         frame = await self.plan.frame(

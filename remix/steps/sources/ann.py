@@ -13,11 +13,10 @@ from kvstore.ann import AnnSearcher
 from kvstore.base import EmbeddingStore
 from kvstore.errors import TableNotFound
 from remix.context import Context
-from remix.failures import DependencyFailure
 from remix.keys import Key
 from remix.registry import StepType
 from remix.steps.keys import TABLE_VERSIONS, member_rows_key
-from remix.steps.scoring import resolve_features
+from remix.steps.scoring import pinned_versions, resolve_features
 from remix.steps.services import DEFAULT_STORE, Services
 from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
 
@@ -81,10 +80,7 @@ class AnnRetriever:
     async def retrieve(self, ctx: Context, *, limit: int) -> I64:
         start = self._feature.start
         query = ctx.get(self._row_key)[:, start : start + self._feature.width]
-        version = ctx.get(TABLE_VERSIONS).get(self._table)
-        if version is None:
-            message = f"no table version was resolved for {[self._table]} (the store failed)"
-            raise DependencyFailure(message, step=self._step)
+        version = pinned_versions(ctx, (self._table,), step=self._step)[self._table]
         found = await self.searcher.search(
             self._table, version, np.asarray(query, np.float32), limit, timeout_s=ctx.budget.remaining_s()
         )

@@ -15,7 +15,7 @@ from remix.failures import DependencyFailure
 from remix.keys import Key
 from remix.registry import StepType
 from remix.steps.keys import TABLE_VERSIONS, member_rows_key
-from remix.steps.scoring import resolve_features
+from remix.steps.scoring import pinned_versions, resolve_features
 from remix.steps.services import Services
 from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
 
@@ -44,10 +44,8 @@ class KvListRetriever:
         self._created: dict[str, float] = {}  # table version -> its creation time, epoch seconds
 
     async def retrieve(self, ctx: Context, *, limit: int) -> I64:
-        version = ctx.get(TABLE_VERSIONS).get(self._feature.view.table)
-        if version is None:
-            message = f"no table version was resolved for {[self._feature.view.table]} (the store failed)"
-            raise DependencyFailure(message, step=self._step)
+        table = self._feature.view.table
+        version = pinned_versions(ctx, (table,), step=self._step)[table]
         if self._max_age_s is not None:
             await self._check_age(version, ctx.budget.remaining_s())
         start = self._feature.start
