@@ -9,12 +9,16 @@ online store layout) share one connection layer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+
+from kvstore.errors import StoreError, StoreTimeout
 
 if TYPE_CHECKING:
     from kvstore.config import RedisTlsConfig
@@ -271,3 +275,20 @@ class NodePool:
 def pack(*args: str | bytes) -> bytes:
     # hiredis's stub types the argument as a 1-tuple; any tuple of str/bytes is what it takes.
     return cast(bytes, hiredis.pack_command(cast(Any, args)))
+
+
+@contextlib.asynccontextmanager
+async def deadline(limit_s: float | None, *, store: str, table: str) -> AsyncIterator[None]:
+    """One call of a Redis-backed store under `limit_s`: past it `StoreTimeout`; a `StoreError` raised
+    inside gets the store's and table's names where it has none."""
+    try:
+        async with asyncio.timeout(limit_s) as scope:
+            yield
+    except TimeoutError:
+        if scope.expired():
+            raise StoreTimeout(f"not done within {(limit_s or 0.0) * 1000:.0f} ms", store=store, table=table) from None
+        raise
+    except StoreError as error:
+        error.store = error.store or store
+        error.table = error.table or table
+        raise

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,7 +39,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids
 from kvstore.config import _StoreConfig
-from kvstore.errors import StoreError, StoreTimeout, StoreUnavailable, TableNotFound
+from kvstore.errors import StoreUnavailable, TableNotFound
 from kvstore.feast_registry import FeastRepo, FeastView, load_feast_repo
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class FeastRedisStore:
             address.host, address.port, address, size=self._pool_size, connect_timeout_s=self._connect_timeout_s
         )
         try:
-            async with self._deadline(self._timeout_s + self._connect_timeout_s, table=""):
+            async with self._within(self._timeout_s + self._connect_timeout_s, table=""):
                 (reply,) = await self._call(pool, b"*1\r\n$4\r\nPING\r\n", 1)
             if reply != b"PONG":  # e.g. NOAUTH: the URL lacks the server's password
                 raise StoreUnavailable(f"{address} answered PING with {reply!s}", store=self.name)
@@ -183,6 +183,11 @@ class FeastRedisStore:
         stored = self._table(table, version)
         return TableInfo(name=table, version=stored.version, dim=stored.view.dim, dtype=stored.view.dtype, count=0)
 
+    def _within(self, timeout_s: float | None, *, table: str) -> contextlib.AbstractAsyncContextManager[None]:
+        from kvstore._redis_wire import deadline
+
+        return deadline(self._timeout_s if timeout_s is None else timeout_s, store=self.name, table=table)
+
     async def lookup(
         self,
         table: str,
@@ -199,7 +204,7 @@ class FeastRedisStore:
             return Lookup(np.zeros((0, stored.view.dim), layout.dtype), np.zeros(0, np.bool_), version)
         pool = self._started()
         payload = layout.pack(query)
-        async with self._deadline(timeout_s, table=table):
+        async with self._within(timeout_s, table=table):
             replies = await self._call(pool, payload, len(query))
             now_s = self._clock() if self._enforce_ttl else None
             vectors, found = layout.decode(replies, query, now_s=now_s)
@@ -238,22 +243,3 @@ class FeastRedisStore:
             return await pool.call(payload, n)
         except Unreachable as error:
             raise StoreUnavailable(str(error), store=self.name) from error
-
-    @contextlib.asynccontextmanager
-    async def _deadline(self, timeout_s: float | None, *, table: str) -> AsyncIterator[None]:
-        limit = self._timeout_s if timeout_s is None else timeout_s
-        try:
-            async with asyncio.timeout(limit) as scope:
-                yield
-        except TimeoutError:
-            if scope.expired():
-                raise StoreTimeout(f"not done within {limit * 1000:.0f} ms", store=self.name, table=table) from None
-            raise
-        except StoreError as error:
-            error.store = error.store or self.name
-            error.table = error.table or table
-            raise
-
-
-if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a caller
-    _store: type[EmbeddingStore] = FeastRedisStore

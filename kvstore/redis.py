@@ -57,11 +57,11 @@ from kvstore._redis_layout import (
     tables_key,
     versions_key,
 )
-from kvstore._redis_wire import NodePool, RedisAddress, Unreachable, pack, tls_context
+from kvstore._redis_wire import NodePool, RedisAddress, Unreachable, deadline, pack, tls_context
 from kvstore.admin import Progress, TableAdmin, VersionInfo
 from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, lookup_dtype, sorted_table
 from kvstore.codec import header, pack_rows, unpack_rows
-from kvstore.errors import StoreError, StoreTimeout, StoreUnavailable, TableNotFound
+from kvstore.errors import StoreError, StoreUnavailable, TableNotFound
 
 if TYPE_CHECKING:
     from kvstore.config import RedisTlsConfig
@@ -203,7 +203,7 @@ class RedisStore:
         self._check_started()
         if not tables:
             return {}
-        async with self._deadline(None, table=""):
+        async with self._within(None, table=""):
             reply = await self._command(self._current_key, ("HMGET", self._current_key, *tables))
         versions = {}
         for table, version in zip(tables, reply, strict=True):
@@ -214,13 +214,16 @@ class RedisStore:
 
     async def info(self, table: str, version: str | None = None) -> TableInfo:
         self._check_started()
-        async with self._deadline(None, table=table):
+        async with self._within(None, table=table):
             if version is None:
                 version = (await self.current_versions([table]))[table]
             meta = (await self._version(table, version)).meta
         return TableInfo(
             name=table, version=version, dim=meta.dim, dtype=meta.dtype, count=meta.count, created_at=meta.created_at
         )
+
+    def _within(self, timeout_s: float | None, *, table: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return deadline(self._timeout_s if timeout_s is None else timeout_s, store=self.name, table=table)
 
     async def lookup(
         self,
@@ -233,7 +236,7 @@ class RedisStore:
         """Rows for `ids` in their order from exactly `version`, in bulk (see the module docstring)."""
         self._check_started()
         query = as_ids(ids)
-        async with self._deadline(timeout_s, table=table):
+        async with self._within(timeout_s, table=table):
             stored = self._versions.get((table, version)) or await self._version(table, version)
             if len(query) == 0:
                 return Lookup(
@@ -279,7 +282,7 @@ class RedisStore:
             state=STATE_WRITING,
         )
         key = versions_key(self._prefix, table)
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             claimed = await self._command(key, ("HSETNX", key, version, meta.to_json()))
             if not claimed:
                 raise ValueError(f"version {version!r} of {table!r} already exists")
@@ -302,13 +305,13 @@ class RedisStore:
         done = 0
         for first in range(0, len(commands), _WRITE_ROUND):
             batch = commands[first : first + _WRITE_ROUND]
-            async with self._deadline(self._admin_timeout_s, table=table):
+            async with self._within(self._admin_timeout_s, table=table):
                 self._raise_errors(await self._execute([c for c, _ in batch]), table)
             done += sum(rows for _, rows in batch)
             if on_progress is not None:
                 on_progress(done, len(sorted_ids))
         complete = replace(meta, state=STATE_COMPLETE)
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             await self._command(key, ("HSET", key, version, complete.to_json()))
         if on_progress is not None and not commands:
             on_progress(0, 0)
@@ -318,7 +321,7 @@ class RedisStore:
         """EXISTS over `ids` per bucket (no values travel)."""
         self._check_started()
         query = np.asarray(ids, dtype=np.int64)
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             stored = await self._version(table, version, complete_only=False)
             commands = [
                 _Command(slot, stored.layout.pack(b"EXISTS", part))
@@ -332,27 +335,27 @@ class RedisStore:
         """One HSET of the pointer: readers switch on their next `current_versions`."""
         self._check_started()
         check_name("version", version)
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             await self._version(table, version)  # exists and is complete
             await self._command(self._current_key, ("HSET", self._current_key, table, version))
 
     async def current_version(self, table: str) -> str | None:
         self._check_started()
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             reply = await self._command(self._current_key, ("HGET", self._current_key, table))
         return None if reply is None else bytes(reply).decode()
 
     async def list_tables(self) -> list[str]:
         self._check_started()
         key = tables_key(self._prefix)
-        async with self._deadline(self._admin_timeout_s, table=""):
+        async with self._within(self._admin_timeout_s, table=""):
             members = await self._command(key, ("SMEMBERS", key))
         return sorted(member.decode() for member in members)
 
     async def list_versions(self, table: str) -> list[VersionInfo]:
         self._check_started()
         key = versions_key(self._prefix, table)
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             flat = await self._command(key, ("HGETALL", key))
             current = await self.current_version(table)
         out = []
@@ -368,7 +371,7 @@ class RedisStore:
         if version == await self.current_version(table):
             raise ValueError(f"{table}@{version} is current: make another version current first")
         key = versions_key(self._prefix, table)
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             stored = await self._version(table, version, complete_only=False)
             doomed = replace(stored.meta, state=STATE_DELETING)
             await self._command(key, ("HSET", key, version, doomed.to_json()))
@@ -376,7 +379,7 @@ class RedisStore:
         for node in self._masters():
             cursor = b"0"
             while True:
-                async with self._deadline(self._admin_timeout_s, table=table):
+                async with self._within(self._admin_timeout_s, table=table):
                     scan = ("SCAN", cursor, "MATCH", stored.layout.scan_pattern(), "COUNT", "1000")
                     (reply,) = await self._call(node, pack(*scan), 1)
                     self._raise_errors([reply], table)
@@ -390,7 +393,7 @@ class RedisStore:
                     self._raise_errors(await self._execute(unlinks), table)
                 if cursor == b"0":
                     break
-        async with self._deadline(self._admin_timeout_s, table=table):
+        async with self._within(self._admin_timeout_s, table=table):
             await self._command(key, ("HDEL", key, version))
 
     # -- request path internals ------------------------------------------------------------------------------
@@ -589,23 +592,6 @@ class RedisStore:
         self._pools.clear()
         self._single = None
         self._slots = []
-
-    @contextlib.asynccontextmanager
-    async def _deadline(self, timeout_s: float | None, *, table: str) -> Any:
-        limit = self._timeout_s if timeout_s is None else timeout_s
-        try:
-            async with asyncio.timeout(limit) as scope:
-                yield
-        except TimeoutError:
-            if scope.expired():
-                raise StoreTimeout(f"not done within {limit * 1000:.0f} ms", store=self.name, table=table) from None
-            raise
-        except StoreError as error:
-            if not error.store:
-                error.store = self.name
-            if not error.table:
-                error.table = table
-            raise
 
     def _raise_errors(self, replies: Iterable[Any], table: str) -> None:
         for reply in replies:
