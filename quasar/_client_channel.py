@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import grpc
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,22 @@ def _read(path: Path | None, option: str) -> bytes | None:
         raise click.BadParameter(f"{path} cannot be read: {error.strerror or error}", param_hint=option) from None
 
 
-def tls_options(command: F) -> F:
-    """Adds --tls-ca, --tls-cert, --tls-key, --tls-server-name (each also from QUASAR_CLIENT_TLS_*)."""
+def tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --tls-ca, --tls-cert, --tls-key, --tls-server-name (each also from QUASAR_CLIENT_TLS_*) and
+    hands the command one `tls: ClientTls` instead of four values."""
+
+    @functools.wraps(command)
+    def with_tls(*args: Any, **kwargs: Any) -> Any:
+        tls = ClientTls(
+            ca=kwargs.pop("tls_ca"),
+            cert=kwargs.pop("tls_cert"),
+            key=kwargs.pop("tls_key"),
+            server_name=kwargs.pop("tls_server_name"),
+        )
+        return command(*args, tls=tls, **kwargs)
+
     path = click.Path(path_type=Path, dir_okay=False)
+    decorated: Callable[..., Any] = with_tls
     for name, kind, help_text in reversed(
         (
             ("ca", path, "PEM CA that signed the gateway's certificate: TLS"),
@@ -58,14 +70,8 @@ def tls_options(command: F) -> F:
             ("server-name", str, "name to check the gateway's certificate against"),
         )
     ):
-        command = click.option(
+        decorated = click.option(
             f"--tls-{name}", f"tls_{name.replace('-', '_')}", type=kind, default=None,
             envvar=f"QUASAR_CLIENT_TLS_{name.replace('-', '_').upper()}", help=help_text,
-        )(command)  # fmt: skip
-    return command
-
-
-def client_tls(
-    tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None, tls_server_name: str | None
-) -> ClientTls:
-    return ClientTls(ca=tls_ca, cert=tls_cert, key=tls_key, server_name=tls_server_name)
+        )(decorated)  # fmt: skip
+    return decorated

@@ -11,7 +11,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from quasar._client_channel import client_tls, tls_options
+from quasar._client_channel import ClientTls, tls_options
 from quasar.cli_embeddings import embeddings
 from quasar.cli_routes import routes
 from quasar.v1 import feed_pb2, feed_pb2_grpc
@@ -65,10 +65,7 @@ def feed(
     debug: bool,
     target: str,
     timeout_s: float,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_server_name: str | None,
+    tls: ClientTls,
 ) -> None:
     """Call a running gateway and print the ranked feed."""
     context = {}
@@ -80,7 +77,7 @@ def feed(
     request = feed_pb2.GetFeedRequest(member_id=member_id, count=count, workflow=workflow, context=context, debug=debug)
     # Not a terminal (piped, CI, `make demo` logs): rich would assume 80 columns and squeeze the table.
     console = Console() if sys.stdout.isatty() else Console(width=150)
-    with client_tls(tls_ca, tls_cert, tls_key, tls_server_name).channel(target) as channel:
+    with tls.channel(target) as channel:
         stub = feed_pb2_grpc.FeedServiceStub(channel)
         started = time.perf_counter()
         try:
@@ -135,15 +132,12 @@ def _print_feed(console: Console, response: feed_pb2.GetFeedResponse, elapsed_ms
 def wait_ready(
     target: str,
     timeout_s: float,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_server_name: str | None,
+    tls: ClientTls,
 ) -> None:
     """Block until the gateway's grpc.health.v1 check says SERVING (exit 1 on timeout)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with client_tls(tls_ca, tls_cert, tls_key, tls_server_name).channel(target) as channel:
+    with tls.channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import NoReturn, TextIO, TypeVar
 
 import click
 import grpc
 import yaml
 
-from quasar._client_channel import ClientTls, client_tls, tls_options
+from quasar._client_channel import ClientTls, tls_options
 from quasar.v1 import admin_pb2, admin_pb2_grpc
 
 Req = TypeVar("Req")
@@ -74,14 +73,10 @@ def show_command(
     target: str,
     token: str,
     timeout_s: float,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_server_name: str | None,
+    tls: ClientTls,
 ) -> None:
     """Print the routes in force as YAML, after comments that give their version and the engines targets
     may name. The output is valid input for `quasar routes set`."""
-    tls = client_tls(tls_ca, tls_cert, tls_key, tls_server_name)
     reply = _call(target, tls, token, timeout_s, lambda stub: stub.GetRoutes, admin_pb2.GetRoutesRequest())
     click.echo(f"# routes version: {reply.version}")
     click.echo(f"# engines: {', '.join(reply.engines) or '-'}")
@@ -108,10 +103,7 @@ def set_command(
     target: str,
     token: str,
     timeout_s: float,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_server_name: str | None,
+    tls: ClientTls,
 ) -> None:
     """Replace the routes named in FILE (YAML or JSON: logical model → route; `-` reads stdin) and remove
     the --remove ones, in one atomic swap. Routes FILE does not name stay as they are."""
@@ -123,7 +115,6 @@ def set_command(
         expected_version=expected_version,
         dry_run=dry_run,
     )
-    tls = client_tls(tls_ca, tls_cert, tls_key, tls_server_name)
     reply = _call(target, tls, token, timeout_s, lambda stub: stub.SetRoutes, request)
     changed = ", ".join(reply.changed) or "none"
     if dry_run:
