@@ -33,10 +33,11 @@ def weight_vector(weights: Mapping[str, float], heads: tuple[str, ...]) -> F32:
 
 def by_utility(merged: Candidates, scores: F32, heads: tuple[str, ...], weights: F32) -> Candidates:
     """`merged` with its second-pass `scores` and utility = scores @ weights, ordered by utility descending,
-    ties in `merged` order."""
+    ties in `merged` order. The features carried for the second pass are dropped: nothing after it reads
+    them, and every later `take` would copy them."""
     utility = scores @ weights
     order = np.argsort(-utility, kind="stable")
-    return merged.take(order).with_scores(scores[order], heads, utility[order])
+    return replace(merged, features={}).take(order).with_scores(scores[order], heads, utility[order])
 
 
 class RankParams(StepParams):

@@ -135,3 +135,10 @@ async def test_features_carried_from_the_sources_are_reused_not_recomputed(
     await build("rank", model="feed_ranker", weights=WEIGHTS)(ctx)
     np.testing.assert_array_equal(seen.pop()[:, 3 * DIM : 4 * DIM], pooled)
     assert len(store.lookups_of("hashtag")) == before
+
+
+async def test_ranked_candidates_drop_the_carried_features(build: Build) -> None:
+    ctx = await run_steps(make_ctx(member_id=3), build("rewrite"), build("features", views=list(MEMBER_VIEWS)))
+    ctx.set(MERGED, replace(merged(3, 4), features={"item_log_popularity": np.ones((2, 1), np.float32)}))
+    await build("rank", model="feed_ranker", weights=WEIGHTS)(ctx)
+    assert ctx.get(RANKED).features == {}
