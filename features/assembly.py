@@ -148,18 +148,7 @@ class InputPlan:
             if name in needed or name in precomputed:
                 continue
             needed.add(name)
-            feature = by_name[name]
-            if isinstance(feature, DerivedFeature):
-                stack.extend(
-                    f.name for f in feature.inputs if not (feature.decl.transform == "pool" and f is feature.inputs[1])
-                )
-            entity = (
-                self._registry.entities.get(self._registry.entity_of(feature))
-                if not isinstance(feature, DerivedFeature)
-                else None
-            )
-            if entity is not None and entity.key not in (KEY_REQUEST, KEY_CANDIDATE, KEY_NONE):
-                stack.append(entity.key)
+            stack.extend(f.name for f in self._dependencies(by_name[name]))
         views = frozenset(f.view.name for f in self.features if isinstance(f, ViewFeature) and f.name in needed)
         derived = frozenset(f.name for f in self._derived if f.name in needed)
         work = self._pruned[precomputed] = _Work(views, derived)
@@ -169,16 +158,20 @@ class InputPlan:
         """Depth-first: inputs before the features computed from them; join keys before joined views."""
         if feature.name in wanted:
             return
-        if isinstance(feature, DerivedFeature):
-            for source in feature.inputs:
-                if isinstance(source, ViewFeature) and feature.decl.transform == "pool" and source is feature.inputs[1]:
-                    continue  # the pooled table is read for the ids in the list, not for the rows
-                self._collect(source, wanted)
-        elif isinstance(feature, ViewFeature | BuiltinFeature):
-            entity = self._registry.entities.get(self._registry.entity_of(feature))
-            if entity is not None and entity.key not in (KEY_REQUEST, KEY_CANDIDATE, KEY_NONE):
-                self._collect(self._registry.feature(entity.key), wanted)
+        for dependency in self._dependencies(feature):
+            self._collect(dependency, wanted)
         wanted[feature.name] = feature
+
+    def _dependencies(self, feature: Feature) -> list[Feature]:
+        """What must be known before `feature`: a derived feature's inputs (a pool's table is read for the
+        ids in its list, not for the rows), and the join key of a joined entity's features."""
+        if isinstance(feature, DerivedFeature):
+            pooled = feature.inputs[1] if feature.decl.transform == "pool" else None
+            return [f for f in feature.inputs if f is not pooled]
+        entity = self._registry.entities.get(self._registry.entity_of(feature))
+        if entity is not None and entity.key not in (KEY_REQUEST, KEY_CANDIDATE, KEY_NONE):
+            return [self._registry.feature(entity.key)]
+        return []
 
     def member_views(self) -> tuple[ViewDecl, ...]:
         """Views keyed by the request (read once per request, broadcast over candidates)."""
