@@ -61,6 +61,7 @@ class Candidates:
         item_type: npt.NDArray[np.int8],
         author_id: I64,
         first_pass_score: F32,
+        features: Mapping[str, np.ndarray] | None = None,
     ) -> Candidates:
         n = len(item_id)
         return cls(
@@ -71,6 +72,7 @@ class Candidates:
             source=np.zeros(n, dtype=np.int16),
             sources_mask=np.ones(n, dtype=np.uint32),
             source_names=(source_name,),
+            features=dict(features or {}),
         )
 
     @classmethod

@@ -4,7 +4,6 @@ keep the best. A kind (kv_list, static, ann, grpc) only says how ids are retriev
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -113,12 +112,19 @@ class DeclaredSource:
             np.zeros(n, np.int8) if self._params.item_type is None else frame.get(self._params.item_type)[best, 0]
         )
         author = np.zeros(n, np.int64) if self._params.author is None else frame.get(self._params.author)[best, 0]
+        # The model's per-candidate inputs go along, so a later step declaring the same features reuses them
+        # (request-level ones, one row broadcast, are not per candidate).
+        values = (frame.get(name) for name in self._carried)
+        carried = {name: v[best] for name, v in zip(self._carried, values, strict=True) if len(v) == len(item_ids)}
         found = Candidates.from_source(
-            self.name, item_id=item_ids[best], item_type=item_type, author_id=author, first_pass_score=scores[best]
+            self.name,
+            item_id=item_ids[best],
+            item_type=item_type,
+            author_id=author,
+            first_pass_score=scores[best],
+            features=carried,
         )
-        # The model's per-candidate inputs go along, so a later step declaring the same features reuses them.
-        carried = {name: frame.get(name)[best] for name in self._carried if frame.get(name).shape[0] == len(item_ids)}
-        ctx.set(self.key, replace(found, features=carried))
+        ctx.set(self.key, found)
 
 
 def unique_in_order(ids: I64, limit: int) -> I64:

@@ -18,7 +18,7 @@ from remix.registry import StepType
 from remix.steps.keys import TABLE_VERSIONS, member_rows_key
 from remix.steps.scoring import pinned_versions, resolve_features
 from remix.steps.services import DEFAULT_STORE, Services
-from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
+from remix.steps.sources._base import I64, DeclaredSource, SourceParams
 
 
 class AnnParams(SourceParams):
@@ -84,7 +84,8 @@ class AnnRetriever:
         found = await self.searcher.search(
             self._table, version, np.asarray(query, np.float32), limit, timeout_s=ctx.budget.remaining_s()
         )
-        return unique_in_order(found.ids[0], limit)  # drops the -1 padding of a short result
+        ids = found.ids[0]
+        return np.asarray(ids[ids >= 0][:limit], dtype=np.int64)  # an index holds each id once; -1 pads a short result
 
 
 def _build(name: str, params: AnnParams, services: Services) -> DeclaredSource:

@@ -14,7 +14,7 @@ from remix.registry import StepType
 from remix.steps.keys import QUERY
 from remix.steps.remote import RemoteCandidates
 from remix.steps.services import Services
-from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
+from remix.steps.sources._base import I64, DeclaredSource, SourceParams
 
 
 class GrpcParams(SourceParams):
@@ -46,7 +46,7 @@ class GrpcRetriever:
             request_id=ctx.request.request_id,
             timeout_s=ctx.budget.remaining_s(),
         )
-        return unique_in_order(ids, limit)
+        return ids  # the client refuses an answer with repeats, negative ids or more than `limit`
 
 
 def _build(name: str, params: GrpcParams, services: Services) -> DeclaredSource:

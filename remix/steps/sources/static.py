@@ -62,7 +62,8 @@ class StaticList:
         lookup = await self._store.lookup(table, self._key, version=versions[table], timeout_s=None)
         start = self._feature.start
         row = np.asarray(lookup.vectors[0, start : start + self._feature.width], dtype=np.int64)
-        self.ids = row if lookup.found[0] else np.empty(0, np.int64)
+        # Padding and repeats dropped here, once per refresh, not per request.
+        self.ids = unique_in_order(row, len(row)) if lookup.found[0] else np.empty(0, np.int64)
         self.version = versions[table]
 
     async def _loop(self) -> None:
@@ -90,7 +91,7 @@ class StaticRetriever:
         self._static = static
 
     async def retrieve(self, ctx: Context, *, limit: int) -> I64:
-        return unique_in_order(self._static.ids, limit)
+        return self._static.ids[:limit]
 
 
 def _build(name: str, params: StaticParams, services: Services) -> DeclaredSource:

@@ -238,7 +238,7 @@ async def store() -> CountingStore:
 
 @pytest.fixture
 def remote() -> FakeRemote:
-    return FakeRemote({1: [5, 6, 7, 5], 2: [8]})
+    return FakeRemote({1: [5, 6, 7], 2: [8]})  # the real client refuses repeats
 
 
 @pytest.fixture

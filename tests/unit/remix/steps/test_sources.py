@@ -98,16 +98,16 @@ async def test_static_list_refresh_picks_a_new_version(services: Services, store
     static = StaticList("trending", StaticParams(list="trending.items", model="first_pass"), services)
     await static.refresh()
     assert list(static.ids) == TRENDING
-    store.put("trending", np.array([0]), np.array([[1, 2, -1, -1, -1]], np.int64), dtype="int64", version="v2")
+    store.put("trending", np.array([0]), np.array([[1, 2, 1, -1, -1]], np.int64), dtype="int64", version="v2")
     await static.refresh()
-    assert (static.version, list(static.ids)) == ("v2", [1, 2, -1, -1, -1])
+    assert (static.version, list(static.ids)) == ("v2", [1, 2])  # padding and repeats dropped at refresh
 
 
 async def test_grpc_source_asks_the_remote_service_with_the_remaining_budget(build: Build, remote: FakeRemote) -> None:
     source = build("source.grpc", name="pymk", service="remote", limit=2, retrieve=4, **SOURCE)
     ctx = await run_steps(make_ctx(member_id=1, budget_s=0.25), build("rewrite"), features(build), source)
     assert remote.calls == [{"member_id": 1, "limit": 4, "source": "pymk", "timeout_s": 0.25}]
-    assert sorted(ctx.get(source_key("pymk")).item_id) == [5, 7]  # 5 repeated once; best two of 5, 6, 7
+    assert sorted(ctx.get(source_key("pymk")).item_id) == [5, 7]  # best two of 5, 6, 7 by first pass
 
 
 def test_grpc_source_names_an_unknown_service(build: Build) -> None:
