@@ -22,6 +22,8 @@ class BreakerState(enum.IntEnum):
 class CircuitOpen(EngineUnavailable):
     """The target's breaker is open (or its half-open probes are all taken): the call was not made."""
 
+    reason = "circuit open"
+
 
 @dataclass(frozen=True)
 class Permit:

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from engines.base import Engine, Models
 from engines.breaker import Breaker, BreakerState, CircuitOpen, StateListener
 from engines.config import BreakerConfig, RouteConfig, TargetConfig, undefined_engines
-from engines.errors import BadInput, EngineError, EngineTimeout, ModelNotFound
+from engines.errors import BadInput, BadOutput, EngineError, EngineTimeout, ModelNotFound
 from engines.route_metrics import RouteMetrics, error_outcome
 from engines.route_signatures import signature_conflicts
 from engines.shadow import ShadowCalls
@@ -60,6 +60,19 @@ class _Target:
                 raise CircuitOpen("circuit breaker open: not called", target=self.label, model=str(self.ref))
         try:
             outputs = await self.engine.infer(self.ref, inputs, timeout_s=timeout_s)
+        except BadOutput as error:
+            if not _sane(inputs):
+                # NaN, inf or overflowing values in, NaN out: the caller's inputs, not the backend (no breaker verdict).
+                if self.breaker is not None and permit is not None:
+                    self.breaker.release(permit)
+                raise BadInput(
+                    f"inputs hold non-finite or overflowing values, so did the outputs: {error}",
+                    target=self.label,
+                    model=str(self.ref),
+                ) from error
+            if self.breaker is not None and permit is not None:
+                self.breaker.record(permit, ok=False)
+            raise
         except EngineError as error:
             if self.breaker is not None and permit is not None:
                 if isinstance(error, BadInput):
@@ -378,7 +391,7 @@ class Router:
     def _exhausted(
         model: str, failures: list[tuple[_Target, EngineError]], untried: list[_Target], timeout_s: float | None
     ) -> EngineError:
-        attempts = ", ".join(f"{t.label} ({type(e).__name__}: {e})" for t, e in failures) or "none"
+        attempts = ", ".join(f"{t.label} ({e.reason}: {e})" for t, e in failures) or "none"
         message = f"{model}: no target answered; tried {attempts}"
         if untried:
             message += f"; no time left within {timeout_s}s for {', '.join(t.label for t in untried)}"
@@ -389,6 +402,17 @@ class Router:
         error = type(last)(message, target=last.target, model=model)
         error.__cause__ = last
         return error
+
+
+_OVERFLOWING = 1e18
+"""A float input beyond this magnitude overflows float32 arithmetic in any layer that multiplies it."""
+
+
+def _sane(inputs: Tensors) -> bool:
+    """Whether every floating-point input is finite and small enough not to overflow float32 arithmetic
+    (checked only after an output was not finite: then the inputs, not the backend, are to blame)."""
+    floats = (np.asarray(t) for t in inputs.values())
+    return all(np.isfinite(t).all() and (np.abs(t) < _OVERFLOWING).all() for t in floats if t.dtype.kind == "f")
 
 
 def _min_timeout(own_s: float | None, remaining_s: float | None) -> float | None:
@@ -402,7 +426,7 @@ def _min_timeout(own_s: float | None, remaining_s: float | None) -> float | None
 def _fallback_reason(model: str, failures: list[tuple[_Target, EngineError]]) -> str | None:
     if not failures:
         return None
-    return f"{model}: fell back from " + ", ".join(f"{t.label} ({type(e).__name__})" for t, e in failures)
+    return f"{model}: fell back from " + ", ".join(f"{t.label} ({e.reason})" for t, e in failures)
 
 
 if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a caller

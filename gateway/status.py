@@ -80,7 +80,7 @@ def to_status(error: BaseException, request_id: str) -> MappedStatus:
     code = _BY_CATEGORY[category]
     if category is Category.INTERNAL:
         return MappedStatus(code, f"internal error (request_id={request_id}); the server log has details")
-    detail = str(error) if isinstance(error, WorkflowError) else f"{type(error).__name__}: {error}"
+    detail = str(error) if isinstance(error, WorkflowError) else f"{getattr(error, 'reason', category.value)}: {error}"
     if category is Category.TIMEOUT:
         return MappedStatus(code, f"deadline cannot be met: {detail}")
     return MappedStatus(code, detail)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 
 class StoreError(Exception):
+    """Base of every store failure. `reason` is the plain words a caller sees for it (never a class name)."""
+
+    reason = "store error"
+
     def __init__(self, message: str, *, store: str = "", table: str = "") -> None:
         super().__init__(message)
         self.store = store
@@ -17,14 +21,22 @@ class StoreError(Exception):
 class StoreUnavailable(StoreError):
     """The store cannot be reached."""
 
+    reason = "store unavailable"
+
 
 class StoreTimeout(StoreError):
     """A lookup did not finish within its timeout."""
+
+    reason = "store timed out"
 
 
 class TableNotFound(StoreError):
     """No such table, or no such version of it."""
 
+    reason = "table not found"
+
 
 class CorruptValue(StoreError):
     """A stored value could not be decoded (bad header, wrong dimension or dtype)."""
+
+    reason = "corrupt value"

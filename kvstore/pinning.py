@@ -42,6 +42,8 @@ class VersionPolicy(BaseModel):
 class VersionMismatch(StoreError):
     """A lookup at a table version the model was not trained with (policy `refuse`)."""
 
+    reason = "table version refused"
+
 
 def read_pins(manifest: Path) -> dict[str, str]:
     """table -> version from a manifest's `tables` (values are {"version": ...} objects or strings).

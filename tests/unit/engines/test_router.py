@@ -89,7 +89,7 @@ async def test_falls_back_on_error_and_says_so() -> None:
     call = await router.infer("ranker", INPUTS, timeout_s=1.0, routing_key=7)
     assert call.target == "bb/m"
     assert call.version == "bb-v1"
-    assert call.degraded_reason == "ranker: fell back from a/m (EngineUnavailable)"
+    assert call.degraded_reason == "ranker: fell back from a/m (unavailable)"
     np.testing.assert_array_equal(call.outputs["scores"], [2, 2])
 
 
@@ -102,7 +102,7 @@ async def test_falls_back_on_timeout_with_the_remaining_time() -> None:
     router = await started(routes, a, b)
     call = await router.infer("ranker", INPUTS, timeout_s=5.0, routing_key=7)
     assert call.target == "bb/m"
-    assert call.degraded_reason == "ranker: fell back from a/m (EngineTimeout)"
+    assert call.degraded_reason == "ranker: fell back from a/m (timed out)"
     assert a.calls[0].timeout_s == 0.05
     assert b.calls[0].timeout_s is not None
     assert 4.0 < b.calls[0].timeout_s < 4.96
@@ -133,7 +133,7 @@ async def test_all_targets_failing_raises_the_last_error_with_every_attempt() ->
     with pytest.raises(BadOutput) as raised:
         await router.infer("ranker", INPUTS, timeout_s=1.0, routing_key=7)
     message = str(raised.value)
-    assert "ranker: no target answered; tried a/m (EngineUnavailable: refused), bb/m (BadOutput: nan scores)" in message
+    assert "ranker: no target answered; tried a/m (unavailable: refused), bb/m (bad output: nan scores)" in message
     assert raised.value.model == "ranker"
     assert isinstance(raised.value.__cause__, BadOutput)
 

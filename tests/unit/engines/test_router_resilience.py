@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from engines.breaker import BreakerState, CircuitOpen
 from engines.config import RouteConfig
-from engines.errors import BadInput, EngineTimeout, EngineUnavailable
+from engines.errors import BadInput, BadOutput, EngineTimeout, EngineUnavailable
 from engines.fake import FakeEngine
 from engines.route_metrics import RouteMetrics
 from engines.router import Router
@@ -70,7 +70,7 @@ async def test_an_open_breaker_skips_to_the_fallback_without_calling() -> None:
         call = await s.router.infer("r", INPUTS, timeout_s=1.0, routing_key=1)
         assert len(a.calls) == calls_before, "an open breaker must not let the call reach the engine"
         assert call.target == "bb/m"
-        assert call.degraded_reason == "r: fell back from a/m (CircuitOpen)"
+        assert call.degraded_reason == "r: fell back from a/m (circuit open)"
         assert s.sample("quasar_engine_requests_total", model="r", target="a/m", outcome="breaker_open") == 1
         assert s.sample("quasar_engine_requests_total", model="r", target="a/m", outcome="unavailable") == 2
         assert s.sample("quasar_engine_fallbacks_total", model="r", from_target="a/m") == 3
@@ -141,7 +141,7 @@ async def test_with_no_fallback_an_open_breaker_fails_fast_as_unavailable() -> N
         for _ in range(2):
             with pytest.raises(EngineTimeout):
                 await s.target_of()
-        with pytest.raises(CircuitOpen, match=r"tried a/m \(CircuitOpen: \[a/m/m\] circuit breaker open") as raised:
+        with pytest.raises(CircuitOpen, match=r"tried a/m \(circuit open: \[a/m/m\] circuit breaker open") as raised:
             await s.target_of()
         assert isinstance(raised.value, EngineUnavailable)
         assert len(a.calls) == 2
@@ -236,3 +236,17 @@ async def test_metrics_go_to_a_private_registry_by_default() -> None:
     labels = {"model": "r", "target": "a/m", "outcome": "ok"}
     assert REGISTRY.get_sample_value("quasar_engine_requests_total", labels) is None
     await router.close()
+
+
+async def test_non_finite_outputs_of_non_finite_inputs_are_the_callers_not_the_targets() -> None:
+    a, b = fake("a"), fake("bb")
+    async with Setup({"r": route(target("a"), fallback=[target("bb")])}, a, b) as s:
+        a.fail_with(BadOutput("output 'scores' holds 2 non-finite values of 2"))
+        for value in (np.nan, np.inf, 3e38):  # more than the breaker's 2 consecutive failures
+            absurd = {"features": np.full((2, 3), value, dtype=np.float32)}
+            with pytest.raises(BadInput, match="inputs hold non-finite or overflowing values"):
+                await s.router.infer("r", absurd, timeout_s=1.0, routing_key=1)
+        assert s.router.breaker_state("a/m") is BreakerState.CLOSED
+        assert b.calls == []
+        # the same bad output for finite inputs is the target's fault: it falls back, and counts
+        assert await s.target_of() == "bb/m"

@@ -16,8 +16,8 @@ from remix.failures import InvalidRequest, StepTimeout
         (invalid_argument("count must be between 1 and 500"), "INVALID_ARGUMENT", "count must be between 1 and 500"),
         (InvalidRequest("bad context", step="rewrite"), "INVALID_ARGUMENT", "rewrite: bad context"),
         (StepTimeout("out of budget", step="rank"), "DEADLINE_EXCEEDED", "deadline cannot be met: rank: out of budget"),
-        (EngineTimeout("slow", target="t"), "DEADLINE_EXCEEDED", "deadline cannot be met: EngineTimeout: [t] slow"),
-        (EngineUnavailable("down", target="triton"), "UNAVAILABLE", "EngineUnavailable: [triton] down"),
+        (EngineTimeout("slow", target="t"), "DEADLINE_EXCEEDED", "deadline cannot be met: timed out: [t] slow"),
+        (EngineUnavailable("down", target="triton"), "UNAVAILABLE", "unavailable: [triton] down"),
     ],
 )
 def test_known_errors_keep_their_message(error: Exception, code: str, message: str) -> None:
