@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 
+from engines._local import RunOn
 from engines.candidate_config import CandidateServiceConfig
 from engines.tls_config import GrpcTlsConfig
 
@@ -32,12 +33,18 @@ class OnnxEngineConfig(_Config):
     models: dict[str, Path]
     intra_op_threads: PositiveInt = 1
     providers: list[str] | None = None  # None: CUDA first when available, else CPU
+    run_on: RunOn = "auto"  # see engines._local.RunOn
 
     def build(self, name: str, offloader: Offloader) -> Engine:
         from engines.onnx import OnnxEngine
 
         return OnnxEngine(
-            name, self.models, offloader, intra_op_threads=self.intra_op_threads, providers=self.providers
+            name,
+            self.models,
+            offloader,
+            intra_op_threads=self.intra_op_threads,
+            providers=self.providers,
+            run_on=self.run_on,
         )
 
 
@@ -47,11 +54,12 @@ class XGBoostEngineConfig(_Config):
     kind: Literal["xgboost"] = "xgboost"
     models: dict[str, Path]
     nthread: PositiveInt = 1
+    run_on: RunOn = "auto"  # see engines._local.RunOn (auto: the loop)
 
     def build(self, name: str, offloader: Offloader) -> Engine:
         from engines.xgboost import XGBoostEngine
 
-        return XGBoostEngine(name, self.models, offloader, nthread=self.nthread)
+        return XGBoostEngine(name, self.models, offloader, nthread=self.nthread, run_on=self.run_on)
 
 
 class TritonEngineConfig(_Config):

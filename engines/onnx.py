@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-from engines._local import Loaded, ModelTable, call_offloaded
+from engines._local import Loaded, ModelTable, RunOn, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
 from engines.base import Engine
@@ -44,9 +44,10 @@ class OnnxEngine:
     `models` maps model name -> .onnx path. Each model serves one version: the model's
     `metadata_props['version']` when set, else the first 12 hex digits of the file's sha256; a
     `ModelRef` naming another version gets `ModelNotFound`. Inputs are checked against the session's
-    signature before any work is queued (`BadInput`), outputs after (`BadOutput`). Inference runs in
-    the shared `Offloader`; keep `intra_op_threads` at 1 and scale with offloader workers instead, so
-    the threads in use stay bounded by the offloader.
+    signature before any work is queued (`BadInput`), outputs after (`BadOutput`). Inference runs on
+    the event loop, or in the shared `Offloader` when `run_on` is threads (auto: threads when the first
+    provider is a GPU one, whose calls wait on the device); keep `intra_op_threads` at 1 and scale with
+    processes (or offloader workers) instead, so the threads in use stay bounded.
     """
 
     def __init__(
@@ -57,12 +58,15 @@ class OnnxEngine:
         *,
         intra_op_threads: int = 1,
         providers: Sequence[str] | None = None,
+        run_on: RunOn = "auto",
     ) -> None:
         self.name = name
         self._paths = dict(models)
         self._offloader = offloader
         self._intra_op_threads = intra_op_threads
         self._providers = list(providers) if providers is not None else None
+        self._run_on = run_on
+        self._inline = run_on == "loop"  # auto is resolved by start(), from the providers
         self._models: ModelTable[Any] = ModelTable(name)  # runtime: ort.InferenceSession (untyped SDK)
 
     @property
@@ -76,6 +80,8 @@ class OnnxEngine:
     async def start(self) -> None:
         """Load every session off the loop; raises `EngineUnavailable` naming the model that failed."""
         providers = self.providers
+        if self._run_on == "auto":
+            self._inline = not providers or providers[0] == "CPUExecutionProvider"
         await self._models.load(self._offloader, self._paths, lambda model, path: self._load(model, path, providers))
 
     async def ready(self) -> bool:
@@ -104,6 +110,7 @@ class OnnxEngine:
             dict(inputs),
             timeout_s=timeout_s,
             translate=translate,
+            inline=self._inline,
             **where,
         )
         return check_outputs(loaded.metadata, dict(zip(output_names, values, strict=True)), **where)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xgboost as xgb
 
-from engines._local import Loaded, ModelTable, call_offloaded
+from engines._local import Loaded, ModelTable, RunOn, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
 from engines.base import Engine
@@ -26,14 +26,24 @@ class XGBoostEngine:
     Signature of every model: input `features` float32 [n, booster.num_features()], output `score`
     float32 [n] (a multi-output booster fails its calls with `BadOutput`). Version: the booster
     attribute `version` when set, else the first 12 hex digits of the file's sha256. Prediction uses
-    `inplace_predict` (thread-safe) with `nthread` threads per call inside the shared `Offloader`.
+    `inplace_predict` (thread-safe) with `nthread` threads per call, on the event loop (`run_on` auto or
+    loop: the GIL is released for the prediction itself) or inside the shared `Offloader` (threads).
     """
 
-    def __init__(self, name: str, models: Mapping[str, Path], offloader: Offloader, *, nthread: int = 1) -> None:
+    def __init__(
+        self,
+        name: str,
+        models: Mapping[str, Path],
+        offloader: Offloader,
+        *,
+        nthread: int = 1,
+        run_on: RunOn = "auto",
+    ) -> None:
         self.name = name
         self._paths = dict(models)
         self._offloader = offloader
         self._nthread = nthread
+        self._inline = run_on != "threads"
         self._models: ModelTable[Any] = ModelTable(name)  # runtime: xgb.Booster (untyped SDK)
 
     async def start(self) -> None:
@@ -58,6 +68,7 @@ class XGBoostEngine:
             timeout_s=timeout_s,
             target=self.name,
             model=str(model),
+            inline=self._inline,
         )
         return check_outputs(loaded.metadata, {OUTPUT: score}, **where)
 

@@ -34,6 +34,9 @@ class Services:
     resources: Resources = field(default_factory=lambda: Resources())
     index_root: Path | None = None
     candidate_services: Mapping[str, RemoteCandidates] = field(default_factory=dict)
+    memo: dict[object, object] = field(default_factory=dict)
+    """What steps built from these services share, built once (e.g. one first-pass scorer per model and
+    features, so the sources of a request can score in one call). Filled at build time only."""
 
     @property
     def store(self) -> EmbeddingStore:

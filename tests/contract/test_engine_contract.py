@@ -74,7 +74,10 @@ def fake_case(tmp_path: Path, offloader: Offloader) -> Case:
 
 def onnx_case(tmp_path: Path, offloader: Offloader) -> Case:
     def build(mlp: Mlp) -> tuple[Engine, Callable[[], AbstractAsyncContextManager[object]]]:
-        engine = OnnxEngine("onnx", {"mlp": mlp.save_onnx(tmp_path / "mlp.onnx", version="7")}, offloader)
+        # On threads: a call that can be held back and timed out (inline calls are tested in unit tests).
+        engine = OnnxEngine(
+            "onnx", {"mlp": mlp.save_onnx(tmp_path / "mlp.onnx", version="7")}, offloader, run_on="threads"
+        )
         return engine, lambda: occupied(offloader)
 
     return mlp_case(build)
@@ -84,7 +87,7 @@ def xgboost_case(tmp_path: Path, offloader: Offloader) -> Case:
     booster = train_booster(tmp_path / "fpr.ubj", n_features=6)
     rng = np.random.default_rng(0)
     return Case(
-        engine=XGBoostEngine("xgboost", {"fpr": tmp_path / "fpr.ubj"}, offloader),
+        engine=XGBoostEngine("xgboost", {"fpr": tmp_path / "fpr.ubj"}, offloader, run_on="threads"),
         model="fpr",
         input_name="features",
         make_input=lambda n: rng.random((n, 6), dtype=np.float32),

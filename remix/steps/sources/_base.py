@@ -17,11 +17,11 @@ from remix.context import Context
 from remix.failures import DependencyFailure, Failure
 from remix.keys import Key
 from remix.registry import StepParams
-from remix.steps._model_scores import head_scores
 from remix.steps._select import top_k
 from remix.steps.candidates import Candidates
+from remix.steps.coalesce import CoalescedScorer
 from remix.steps.keys import source_key
-from remix.steps.scoring import DeclaredInputs, resolve_features
+from remix.steps.scoring import resolve_features
 from remix.steps.services import Services
 
 I64 = npt.NDArray[np.int64]
@@ -73,13 +73,13 @@ class DeclaredSource:
         self.writes: frozenset[Key[Any]] = frozenset({self.key})
         self._params = params
         self._retriever = retriever
-        self._models = services.models
         self._signature = services.signature(params.model, step=name)
         meta = resolve_features(services, [n for n in (params.item_type, params.author) if n is not None], step=name)
         model_features: Iterable[Feature] = (f for t in self._signature.inputs for f in t.features)
-        self._inputs = DeclaredInputs(services, [*model_features, *meta], step=name)
+        # Shared with every source scoring with the same model and features: a request's sources score together.
+        self._scorer = CoalescedScorer.shared(services, self._signature, [*model_features, *meta])
         self._carried = tuple(f.name for t in self._signature.inputs for f in t.features)
-        self.reads: frozenset[Key[Any]] = self._inputs.reads | retriever.reads
+        self.reads: frozenset[Key[Any]] = self._scorer.inputs.reads | retriever.reads
 
     async def __call__(self, ctx: Context) -> None:
         item_ids = await self._retriever.retrieve(ctx, limit=self._params.retrieve)
@@ -87,8 +87,7 @@ class DeclaredSource:
             ctx.set(self.key, Candidates.empty((self.name,)))
             return
         try:
-            frame, _ = await self._inputs.frame(ctx, item_ids)
-            scores = (await head_scores(ctx, self.name, self._models, self._signature, self._inputs, frame))[:, 0]
+            scored = await self._scorer.score(ctx, self.name, item_ids)
         except (DependencyFailure, StoreError, EngineError) as error:
             if self._params.on_scoring_failure == "fail":
                 raise
@@ -106,22 +105,23 @@ class DeclaredSource:
             )
             ctx.set(self.key, unscored)
             return
-        best = top_k(scores, self._params.limit)
+        best = top_k(scored.scores, self._params.limit)
+        rows, frame = scored.rows(best), scored.frame
         n = len(best)
         item_type = (
-            np.zeros(n, np.int8) if self._params.item_type is None else frame.get(self._params.item_type)[best, 0]
+            np.zeros(n, np.int8) if self._params.item_type is None else frame.get(self._params.item_type)[rows, 0]
         )
-        author = np.zeros(n, np.int64) if self._params.author is None else frame.get(self._params.author)[best, 0]
+        author = np.zeros(n, np.int64) if self._params.author is None else frame.get(self._params.author)[rows, 0]
         # The model's per-candidate inputs go along, so a later step declaring the same features reuses them
         # (request-level ones, one row broadcast, are not per candidate).
         values = (frame.get(name) for name in self._carried)
-        carried = {name: v[best] for name, v in zip(self._carried, values, strict=True) if len(v) == len(item_ids)}
+        carried = {name: v[rows] for name, v in zip(self._carried, values, strict=True) if len(v) == frame.n}
         found = Candidates.from_source(
             self.name,
             item_id=item_ids[best],
             item_type=item_type,
             author_id=author,
-            first_pass_score=scores[best],
+            first_pass_score=scored.scores[best],
             features=carried,
         )
         ctx.set(self.key, found)

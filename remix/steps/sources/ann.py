@@ -24,11 +24,14 @@ from remix.steps.sources._base import I64, DeclaredSource, SourceParams
 class AnnParams(SourceParams):
     """`query`: a float vector feature of a view keyed by the request (e.g. the member's topic vector).
     `table`: the store table the index was built from (its version is the request's); the index returns
-    its ids. `max_pending`: searches queued beyond the running one before new ones are refused."""
+    its ids. `max_pending`: searches queued beyond the running one before new ones are refused.
+    `inline_max_vectors`: an index of at most this many vectors is searched on the event loop, a larger
+    one on the source's search thread (see `AnnSearcher`); 0: always on the thread."""
 
     query: str = Field(min_length=1)
     table: str = Field(min_length=1)
     max_pending: int = Field(default=32, ge=0)
+    inline_max_vectors: int = Field(default=100_000, ge=0)
 
 
 class _SearcherResource:
@@ -72,7 +75,12 @@ class AnnRetriever:
         self._table = params.table
         self._row_key = member_rows_key(feature.view.name)
         self.reads: frozenset[Key[Any]] = frozenset({self._row_key, TABLE_VERSIONS})
-        self.searcher = AnnSearcher(services.index_root, name=step, max_pending=params.max_pending)
+        self.searcher = AnnSearcher(
+            services.index_root,
+            name=step,
+            max_pending=params.max_pending,
+            inline_max_vectors=params.inline_max_vectors,
+        )
         # The store of the indexed table: the view declaring it names it (the default store otherwise).
         store = next((v.store for v in services.registry.views.values() if v.table == params.table), DEFAULT_STORE)
         services.resources.add(_SearcherResource(step, self.searcher, services.stores[store], params.table))

@@ -108,7 +108,22 @@ async def test_unknown_model_or_version(engine: OnnxEngine) -> None:
     assert (await engine.infer(ModelRef("mlp", "7"), {"features": features()}))["scores"].shape == (5, 4)
 
 
-async def test_times_out_while_the_offloader_is_busy(engine: OnnxEngine, offloader: Offloader) -> None:
+async def test_cpu_calls_run_inline_on_the_loop_and_need_no_offloader_slot(
+    engine: OnnxEngine, offloader: Offloader, mlp: Mlp
+) -> None:
+    async with occupied(offloader):  # every thread busy: an inline call does not wait for one
+        x = features(7)
+        outputs = await engine.infer(MLP, {"features": x}, timeout_s=5)
+        np.testing.assert_allclose(outputs["scores"], mlp(x), atol=1e-6, rtol=0)
+        assert offloader.in_flight == 1
+        with pytest.raises(EngineTimeout, match="no time left") as raised:
+            await engine.infer(MLP, {"features": x}, timeout_s=0.0)
+        assert raised.value.target == "local_onnx"
+
+
+async def test_times_out_while_the_offloader_is_busy(tmp_path: Path, offloader: Offloader, mlp: Mlp) -> None:
+    engine = OnnxEngine("local_onnx", {"mlp": mlp.save_onnx(tmp_path / "m.onnx")}, offloader, run_on="threads")
+    await engine.start()
     async with occupied(offloader):
         with pytest.raises(EngineTimeout, match=r"no answer within 0.05s") as raised:
             await engine.infer(MLP, {"features": features()}, timeout_s=0.05)
@@ -118,7 +133,7 @@ async def test_times_out_while_the_offloader_is_busy(engine: OnnxEngine, offload
 
 async def test_overload_is_reported_with_the_target(engine: OnnxEngine, tmp_path: Path, mlp: Mlp) -> None:
     tight = Offloader(max_workers=1, max_pending=0)
-    small = OnnxEngine("tight", {"mlp": mlp.save_onnx(tmp_path / "m.onnx")}, tight)
+    small = OnnxEngine("tight", {"mlp": mlp.save_onnx(tmp_path / "m.onnx")}, tight, run_on="threads")
     await small.start()
     try:
         async with occupied(tight):

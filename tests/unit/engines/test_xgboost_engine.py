@@ -102,10 +102,24 @@ async def test_unknown_model(engine: XGBoostEngine) -> None:
         await engine.infer(ModelRef("other"), {"features": features()})
 
 
-async def test_times_out_while_the_offloader_is_busy(engine: XGBoostEngine, offloader: Offloader) -> None:
+async def test_times_out_while_the_offloader_is_busy(
+    tmp_path: Path, offloader: Offloader, booster: xgb.Booster
+) -> None:
+    engine = XGBoostEngine("local_xgb", {"fpr": tmp_path / "fpr.ubj"}, offloader, run_on="threads")
+    await engine.start()
     async with occupied(offloader):
-        with pytest.raises(EngineTimeout):
+        with pytest.raises(EngineTimeout, match=r"no answer within 0.05s"):
             await engine.infer(FPR, {"features": features()}, timeout_s=0.05)
+
+
+async def test_calls_run_inline_by_default_and_need_no_offloader_slot(
+    engine: XGBoostEngine, offloader: Offloader
+) -> None:
+    async with occupied(offloader):
+        scores = (await engine.infer(FPR, {"features": features()}, timeout_s=5))["score"]
+        assert scores.shape == (len(features()),)
+        with pytest.raises(EngineTimeout, match="no time left"):
+            await engine.infer(FPR, {"features": features()}, timeout_s=0.0)
 
 
 async def test_start_fails_for_a_missing_file(tmp_path: Path, offloader: Offloader) -> None:

@@ -356,10 +356,11 @@ class GateIndex:
     """A `SearchableIndex` whose searches block until released: makes the searcher's thread, queue and
     timeouts observable without timing races."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: int = 1000) -> None:
         self.started = threading.Event()
         self.release = threading.Event()
         self.threads: list[str] = []
+        self.count = count
 
     def search(self, queries: npt.ArrayLike, k: int) -> Neighbours:
         self.threads.append(threading.current_thread().name)
@@ -472,11 +473,40 @@ async def test_closed_searcher_is_unavailable(tmp_path: Path) -> None:
         await searcher.search("item", "v1", QUERY, 3)
 
 
+async def test_small_indexes_are_searched_inline_large_ones_on_the_thread(
+    tmp_path: Path, small: tuple, small_index: AnnIndex
+) -> None:
+    searcher = AnnSearcher(tmp_path / "indexes", inline_max_vectors=1000)
+    small_index.save(index_dir(tmp_path / "indexes", "item", "v1"))  # 600 vectors: inline once loaded
+    large = GateIndex(count=1001)
+    large.release.set()
+    searcher.add("big", "v1", large)
+    try:
+        _, _, queries = small
+        found = await searcher.search("item", "v1", queries[:2], 10)  # loaded on the thread, then searched
+        np.testing.assert_array_equal(found.ids, small_index.search(queries[:2], 10).ids)
+        assert searcher.loaded("item") == ["v1"]
+        inline = GateIndex(count=1000)
+        inline.release.set()
+        searcher.add("item", "v2", inline)
+        await searcher.search("item", "v2", QUERY, 3)
+        await searcher.search("big", "v1", QUERY, 3)
+        assert inline.threads == [threading.current_thread().name]  # the loop's own thread
+        assert large.threads[0].startswith("quasar-ann")
+        assert searcher.in_flight == 0
+    finally:
+        await searcher.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await searcher.search("item", "v2", QUERY, 3)
+
+
 def test_searcher_rejects_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_pending must be >= 0"):
         AnnSearcher(tmp_path, max_pending=-1)
     with pytest.raises(ValueError, match="versions_per_table must be >= 1"):
         AnnSearcher(tmp_path, versions_per_table=0)
+    with pytest.raises(ValueError, match="inline_max_vectors must be >= 0"):
+        AnnSearcher(tmp_path, inline_max_vectors=-1)
 
 
 def test_default_params_are_the_documented_ones() -> None:

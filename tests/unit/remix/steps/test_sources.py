@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from engines.errors import EngineUnavailable
+from engines.fake import FakeModels
 from kvstore.ann import build_index
 from kvstore.errors import TableNotFound
+from remix.context import Context
 from remix.failures import DependencyFailure
 from remix.step import Step
 from remix.steps import member_rows_key, source_key
@@ -201,3 +205,106 @@ async def test_an_ann_source_without_an_index_for_the_current_version_fails_at_s
         TableNotFound, match=r"step 'jobs': no ANN index for job_topics@v1 \(build it with `quasar index build"
     ):
         await services.resources.start()
+
+
+# -- first-pass scoring shared by a request's sources (remix/steps/coalesce.py) --------------------------------
+
+
+async def _sources_side_by_side(ctx: Context, *sources: Step) -> None:
+    await asyncio.gather(*(source(ctx) for source in sources))
+
+
+async def test_sources_scoring_in_the_same_turn_share_one_model_call_and_get_what_they_get_alone(
+    build: Build, services: Services, models: FakeModels
+) -> None:
+    network = build("source.kv_list", name="network", list="network_feed.items", limit=3, retrieve=6, **SOURCE)
+    trending = build("source.static", name="trending", list="trending.items", limit=2, retrieve=5, **SOURCE)
+    await services.resources.start()
+    try:
+        alone = {}
+        for source in (network, trending):
+            ctx = await run_steps(make_ctx(member_id=1), build("rewrite"), features(build), source)
+            alone[source.name] = ctx.get(source_key(source.name))
+        rows_alone = [len(call.inputs["features"]) for call in models.calls]
+        models.calls.clear()
+
+        ctx = await run_steps(make_ctx(member_id=1), build("rewrite"), features(build))
+        await _sources_side_by_side(ctx, network, trending)
+    finally:
+        await services.resources.close()
+    assert [call.model for call in models.calls] == ["first_pass"]  # one call for both
+    assert len(rows_alone) == 2
+    assert len(models.calls[0].inputs["features"]) == sum(rows_alone)
+    for name, expected in alone.items():
+        together = ctx.get(source_key(name))
+        np.testing.assert_array_equal(together.item_id, expected.item_id)
+        np.testing.assert_array_equal(together.first_pass_score, expected.first_pass_score)
+        np.testing.assert_array_equal(together.author_id, expected.author_id)
+        assert together.features.keys() == expected.features.keys()
+        for feature, value in expected.features.items():
+            np.testing.assert_array_equal(together.features[feature], value)
+    assert ctx.notes == {"network": "first pass scored with trending in one call", "trending": ctx.notes["trending"]}
+    assert ctx.notes["trending"] == "first pass scored with network in one call"
+    assert [use.model for use in ctx.models] == ["first_pass"]
+
+
+async def test_a_failed_shared_first_pass_fails_every_source_in_it_each_by_its_own_policy(
+    build: Build, services: Services, models: FakeModels
+) -> None:
+    strict = build("source.kv_list", name="network", list="network_feed.items", **SOURCE)
+    lenient = build(
+        "source.static", name="trending", list="trending.items", limit=3, on_scoring_failure="unscored", **SOURCE
+    )
+    await services.resources.start()
+    try:
+        ctx = await run_steps(make_ctx(member_id=1), build("rewrite"), features(build))
+        models.fail_with(EngineUnavailable("down", target="fake", model="first_pass"))
+        outcomes = await asyncio.gather(strict(ctx), lenient(ctx), return_exceptions=True)
+    finally:
+        await services.resources.close()
+    assert isinstance(outcomes[0], EngineUnavailable)
+    assert outcomes[1] is None
+    assert list(ctx.get(source_key("trending")).item_id) == TRENDING[:3]  # unscored: retrieval order
+    assert len(models.calls) == 1
+
+
+async def test_a_source_leaving_a_shared_first_pass_does_not_cut_the_others(
+    build: Build, services: Services, models: FakeModels
+) -> None:
+    network = build("source.kv_list", name="network", list="network_feed.items", limit=3, retrieve=6, **SOURCE)
+    trending = build("source.static", name="trending", list="trending.items", limit=2, retrieve=5, **SOURCE)
+    release = asyncio.Event()
+    models.block_until(release, model="first_pass")
+    await services.resources.start()
+    try:
+        ctx = await run_steps(make_ctx(member_id=1), build("rewrite"), features(build))
+        leaving = asyncio.ensure_future(network(ctx))
+        staying = asyncio.ensure_future(trending(ctx))
+        await models.entered.wait()  # the shared call is running
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        release.set()
+        await staying
+    finally:
+        await services.resources.close()
+    assert len(ctx.get(source_key("trending"))) == 2
+    assert not ctx.has(source_key("network"))
+    assert len(models.calls) == 1
+
+
+async def test_a_shared_first_pass_nobody_waits_for_is_cancelled(
+    build: Build, services: Services, models: FakeModels
+) -> None:
+    network = build("source.kv_list", name="network", list="network_feed.items", **SOURCE)
+    models.block_until(asyncio.Event(), model="first_pass")  # never released
+    ctx = await run_steps(make_ctx(member_id=1), build("rewrite"), features(build))
+    waiting = asyncio.ensure_future(network(ctx))
+    await models.entered.wait()
+    batch_tasks = [t for t in asyncio.all_tasks() if "CoalescedScorer._run" in repr(t.get_coro())]
+    assert len(batch_tasks) == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    with pytest.raises(asyncio.CancelledError):
+        await batch_tasks[0]
