@@ -32,9 +32,18 @@ def one_hot(x: Array, categories: tuple[int, ...]) -> F32:
 
 
 def dot(a: Array, b: Array) -> F32:
-    """Row-wise dot product (multiply then sum, so a broadcast row gives the same bits as a repeated one)."""
-    product = a.astype(np.float32, copy=False) * b.astype(np.float32, copy=False)
-    return np.asarray(product.sum(axis=1, keepdims=True), dtype=np.float32)
+    """Row-wise dot product. Both sides are laid out as contiguous (n, width) first, so a broadcast row
+    (serving: the member's one row) gives the same bits as the same row repeated (training)."""
+    af, bf = _rows(a, b.shape[0]), _rows(b, a.shape[0])
+    return np.asarray(np.einsum("ij,ij->i", af, bf).reshape(-1, 1), dtype=np.float32)
+
+
+def _rows(x: Array, n: int) -> F32:
+    """`x` as C-contiguous float32 with max(n, len(x)) rows (a single row repeated)."""
+    x = x.astype(np.float32, copy=False)
+    if x.shape[0] == 1 and n > 1:
+        return np.ascontiguousarray(np.broadcast_to(x, (n, x.shape[1])))
+    return np.ascontiguousarray(x)
 
 
 def cosine(a: Array, b: Array) -> F32:
@@ -56,13 +65,17 @@ def contains(lists: Array, ids: Array) -> F32:
 
 
 def _member_of(values: Array, members: Array) -> npt.NDArray[np.bool_]:
-    """`values` in `members`, elementwise: a binary search in the sorted members (a request's list is
-    short; measured ~5x cheaper than broadcast comparison or np.isin for 2,400 values against 19)."""
+    """`values` in `members`, elementwise. numpy's lookup-table kind (chosen when the members' id range
+    is small, as a request's lists are) measured 2x cheaper than a binary search in the sorted members,
+    which was 5x cheaper than broadcast comparison, for 6,800 values against 19."""
     if len(members) == 0:
         return np.zeros(values.shape, dtype=np.bool_)
-    ordered = np.sort(members)
-    positions = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
-    return np.asarray(ordered[positions] == values)
+    return np.asarray(np.isin(values, members))
+
+
+def _count_per_row(mask: npt.NDArray[np.bool_]) -> F32:
+    """True values per row, (n, 1) float32: a matrix product, ~10x cheaper than a sum over a short axis."""
+    return np.asarray(mask.astype(np.float32) @ np.ones((mask.shape[1], 1), np.float32), dtype=np.float32)
 
 
 def overlap(a: Array, b: Array) -> F32:
@@ -70,17 +83,20 @@ def overlap(a: Array, b: Array) -> F32:
     valid = a >= 0
     # One request-level list against every candidate is a set test; per-row lists compare pairwise.
     found = _member_of(a, b[0][b[0] >= 0]) if b.shape[0] == 1 else (a[:, :, None] == b[:, None, :]).any(axis=2)
-    hits = (found & valid).sum(axis=1, keepdims=True).astype(np.float32)
-    return np.asarray(hits / np.maximum(valid.sum(axis=1, keepdims=True), 1), dtype=np.float32)
+    hits = _count_per_row(found & valid)
+    return np.asarray(hits / np.maximum(_count_per_row(valid), np.float32(1.0)), dtype=np.float32)
 
 
 def pool(vectors: F32, positions: npt.NDArray[np.int64], mode: str) -> F32:
     """Pool id-list rows through their vectors. `positions` (n, k) indexes rows of `vectors` (m, dim), -1
     where the list is padded; an empty list pools to zeros. `mode`: mean or sum."""
-    valid = positions >= 0
-    gathered = vectors[np.where(valid, positions, 0)] * valid[:, :, None]
-    sums = np.asarray(gathered.sum(axis=1, dtype=np.float32), dtype=np.float32)
+    # Row 0 of `padded` is zeros, where padding (-1) lands: one gather per list position, added in order.
+    padded = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors])
+    rows = positions + 1
+    sums = padded[rows[:, 0]] if rows.shape[1] else np.zeros((len(rows), vectors.shape[1]), np.float32)
+    for column in range(1, rows.shape[1]):
+        sums += padded[rows[:, column]]
     if mode == "sum":
         return sums
-    counts = np.maximum(valid.sum(axis=1, keepdims=True), 1).astype(np.float32)
+    counts = np.maximum(_count_per_row(positions >= 0), np.float32(1.0))
     return np.asarray(sums / counts, dtype=np.float32)

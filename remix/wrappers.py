@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry import trace as otel
 
+from remix import spans
 from remix.context import Context
 from remix.failures import Category, DependencyFailure, Failure, StepTimeout, WorkflowError, classify
 from remix.keys import Key
@@ -19,8 +20,6 @@ from remix.step import Composite, Step
 from remix.trace import Outcome, TraceEntry
 
 logger = logging.getLogger(__name__)
-# The OpenTelemetry API only: spans are no-ops until the application installs an SDK tracer provider.
-_tracer = otel.get_tracer("quasar.remix")
 
 _DEFAULT = Policy()
 
@@ -81,7 +80,7 @@ class Guarded:
         return f"Guarded({self.inner!r}, {self.policy!r})"
 
     async def __call__(self, ctx: Context) -> None:
-        with _tracer.start_as_current_span(f"step {self.name}", attributes={"quasar.step": self.name}):
+        with spans.span(f"step {self.name}", {"quasar.step": self.name}):
             await self._guarded_call(ctx)
 
     async def _guarded_call(self, ctx: Context) -> None:
@@ -172,10 +171,11 @@ class Guarded:
             logger.error("step %r raised a programming error (%s)", self.name, handling, exc_info=error)
 
     def _record(self, ctx: Context, outcome: Outcome, started_s: float, detail: str = "") -> None:
-        span = otel.get_current_span()
-        span.set_attribute("quasar.outcome", outcome.value)
-        if outcome is not Outcome.OK:
-            span.set_status(otel.Status(otel.StatusCode.ERROR, detail))
+        if spans.recording():
+            span = otel.get_current_span()
+            span.set_attribute("quasar.outcome", outcome.value)
+            if outcome is not Outcome.OK:
+                span.set_status(otel.Status(otel.StatusCode.ERROR, detail))
         left_s = ctx.budget.remaining_s()
         note = ctx.notes.pop(self.name, "")
         if outcome is Outcome.OK and note:

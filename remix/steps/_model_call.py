@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from opentelemetry import trace as otel
 
 from engines.base import Models
 from engines.types import Tensors
+from remix import spans
 from remix.context import Context, ModelUse
 from remix.failures import Category, DependencyFailure, Failure
-
-_tracer = otel.get_tracer("quasar.remix")
 
 
 async def infer(ctx: Context, step: str, models: Models, model: str, inputs: Tensors) -> dict[str, np.ndarray]:
@@ -20,10 +18,11 @@ async def infer(ctx: Context, step: str, models: Models, model: str, inputs: Ten
     The call is appended to `ctx.models` (the request depended on it); a `degraded_reason` (e.g. a
     fallback target answered) marks the request degraded without failing the step.
     """
-    with _tracer.start_as_current_span(f"model {model}", attributes={"quasar.model": model}) as span:
+    with spans.span(f"model {model}", {"quasar.model": model}) as span:
         call = await models.infer(model, inputs, timeout_s=ctx.budget.remaining_s(), routing_key=ctx.request.member_id)
-        span.set_attribute("quasar.target", call.target)
-        span.set_attribute("quasar.model_version", call.version)
+        if span is not None:
+            span.set_attribute("quasar.target", call.target)
+            span.set_attribute("quasar.model_version", call.version)
     ctx.models.append(ModelUse(model=model, target=call.target, version=call.version))
     if call.degraded_reason is not None:
         ctx.degrade(Failure(step=step, category=Category.DEPENDENCY, message=f"{model}: {call.degraded_reason}"))
