@@ -171,8 +171,8 @@ class Guarded:
             logger.error("step %r raised a programming error (%s)", self.name, handling, exc_info=error)
 
     def _record(self, ctx: Context, outcome: Outcome, started_s: float, detail: str = "") -> None:
-        if spans.recording():
-            span = otel.get_current_span()
+        span = otel.get_current_span()
+        if span.is_recording():
             span.set_attribute("quasar.outcome", outcome.value)
             if outcome is not Outcome.OK:
                 span.set_status(otel.Status(otel.StatusCode.ERROR, detail))

@@ -99,23 +99,29 @@ class Merge:
         starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
         primary = order[starts]
         bits = np.left_shift(np.uint32(1), source[order].astype(np.uint32))
-        merged = Candidates(
-            item_id=item_id[primary],
-            item_type=np.concatenate([p.item_type for p in parts])[primary],
-            author_id=np.concatenate([p.author_id for p in parts])[primary],
-            first_pass_score=np.maximum.reduceat(score[order], starts).astype(np.float32, copy=False),
-            source=source[primary],
-            sources_mask=np.bitwise_or.reduceat(bits, starts).astype(np.uint32, copy=False),
-            source_names=self._sources,
-            features=_carried(parts, primary),
-        )
+        best_scores = np.maximum.reduceat(score[order], starts).astype(np.float32, copy=False)
         cap = self._max_candidates
         if ctx.request.quality < 1.0:
             cap = max(1, math.ceil(cap * ctx.request.quality))
-            if len(merged) > cap:
+            if len(primary) > cap:
                 ctx.degrade(Narrowed(step=self.name, category=Category.TIMEOUT, message="overload", kept=cap))
-        # Rows are by item id here and top_k breaks ties by position: equal scores go to the lower item id.
-        ctx.set(MERGED, merged.take(top_k(merged.first_pass_score, cap)))
+        # Items are in id order here and top_k breaks ties by position: equal scores go to the lower item id.
+        # The cap is chosen before any row is copied, so each column is gathered once.
+        chosen = top_k(best_scores, cap)
+        rows = primary[chosen]
+        ctx.set(
+            MERGED,
+            Candidates(
+                item_id=item_id[rows],
+                item_type=np.concatenate([p.item_type for p in parts])[rows],
+                author_id=np.concatenate([p.author_id for p in parts])[rows],
+                first_pass_score=best_scores[chosen],
+                source=source[rows],
+                sources_mask=np.bitwise_or.reduceat(bits, starts)[chosen].astype(np.uint32, copy=False),
+                source_names=self._sources,
+                features=_carried(parts, rows),
+            ),
+        )
 
 
 @dataclass(frozen=True)
