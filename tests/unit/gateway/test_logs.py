@@ -40,6 +40,8 @@ def test_json_lines_carry_request_fields(capsys: pytest.CaptureFixture[str]) -> 
         7.25,
     )
     assert "time" in record
+    # The request path's JSON goes through orjson (a named dependency), not the standard library's encoder.
+    assert type(logging.getLogger().handlers[0].formatter).__name__ == "OrjsonFormatter"
 
 
 @pytest.mark.usefixtures("restore_root_logger")
