@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from gateway.decode_guard import DecodeGuard
 from gateway.inference_servicer import InferenceServicer, add_inference_service
 from gateway.interceptors import MetricsInterceptor
 from gateway.rate_limited_log import RateLimitedLog
+from gateway.route_changes import RouteChanges
 from gateway.servicer import FeedServicer
 from gateway.settings import GatewaySettings
 from gateway.status import Aborter
@@ -50,9 +52,22 @@ class GatewayServer:
     new calls, waits up to `drain_grace_s` for in-flight calls, then stops.
     """
 
-    def __init__(self, settings: GatewaySettings, app: FeedApp | None = None, *, tracing: bool | None = None) -> None:
-        """`tracing`: continue callers' traces with server spans; default: when an exporter is configured."""
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        app: FeedApp | None = None,
+        *,
+        tracing: bool | None = None,
+        route_changes: RouteChanges | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        """`tracing`: continue callers' traces with server spans; default: when an exporter is configured.
+        `route_changes`: how AdminService changes routes (default: in this process). `reuse_port`: bind
+        with SO_REUSEPORT, so other workers bind the same port (`quasar serve --workers N`); off, a second
+        gateway on a port in use fails to start instead of sharing it."""
         self.settings = settings
+        self._route_changes = route_changes
+        self._reuse_port = reuse_port
         self._tracing = settings.tracing.exporter != "none" if tracing is None else tracing
         self.app = app or FeedApp(settings)
         self.health = HealthServicer()
@@ -67,10 +82,14 @@ class GatewayServer:
         self.aborter = Aborter(RateLimitedLog(log, interval_s=_CLIENT_PROVOKED_LOG_INTERVAL_S))
         self._decode_guard = DecodeGuard(self.aborter, RateLimitedLog(log, interval_s=_CLIENT_PROVOKED_LOG_INTERVAL_S))
 
-    async def start(self) -> None:
+    async def start(self, *, before_serving: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`before_serving`: awaited once the app is loaded, before the port takes calls (a worker of
+        `--workers N` registers there and is brought to the cluster's current routes)."""
         await self.health.set(_OVERALL, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(FEED_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.app.start()
+        if before_serving is not None:
+            await before_serving()
         server = grpc.aio.server(
             # The decode guard comes last, nearest the services: the handlers the others wrap carry its
             # deserializer.
@@ -81,6 +100,7 @@ class GatewayServer:
             ],
             options=[
                 ("grpc.max_receive_message_length", self.max_request_bytes),
+                ("grpc.so_reuseport", 1 if self._reuse_port else 0),
                 *backlog_options(self.settings.overload_max_pending_calls),  # overload: bound core's queue
             ],
         )
@@ -106,7 +126,7 @@ class GatewayServer:
         services.append(add_inference_service(inference, server))
         admin_token = self.settings.admin_token.get_secret_value() if self.settings.admin_token else ""
         if admin_token:  # no token, no admin service: an unauthenticated admin API is never served
-            admin = AdminServicer(self.app.router, admin_token, aborter=self.aborter)
+            admin = AdminServicer(self.app.router, admin_token, aborter=self.aborter, changes=self._route_changes)
             admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
             services.append(ADMIN_SERVICE)
         if self.settings.reflection:  # security: off unless enabled, it lists every service to anyone

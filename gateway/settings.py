@@ -32,6 +32,9 @@ class GatewaySettings(BaseSettings):
         default_factory=dict,
         description="more stores by name (e.g. a Feast online store); a feature view names its store",
     )
+    workers: int | None = Field(
+        None, ge=1, description="gateway processes on the port (SO_REUSEPORT); null: one per available core"
+    )
     use_uvloop: bool = True
     default_count: int = Field(50, ge=1)
     max_count: int = Field(500, ge=1)

@@ -31,21 +31,37 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="gRPC port (default 50051; 0 picks one)")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (default 9464)")
 @click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="gateway processes (default: one per available core)"
+)
 def serve(
-    config_file: Path | None, host: str | None, port: int | None, metrics_port: int | None, world_dir: Path | None
+    config_file: Path | None,
+    host: str | None,
+    port: int | None,
+    metrics_port: int | None,
+    world_dir: Path | None,
+    workers: int | None,
 ) -> None:
     """Run the gRPC gateway until SIGTERM/SIGINT, then drain and stop.
+
+    With more than one worker (the default on a machine with several cores), a supervisor runs that many
+    gateway processes on the one port and serves their metrics together (see `gateway.workers`).
 
     A bad configuration (settings file, workflow files, engines and routes) exits with status 2 and one
     `error: <file>: <key path>: <message>` line per problem on stderr, without a traceback."""
     from gateway.config_errors import exit_on_config_problems, load_settings_checked
     from gateway.runner import run_gateway
+    from gateway.workers import available_cores, run_workers
 
     with exit_on_config_problems():
         settings = load_settings_checked(
-            config_file, host=host, port=port, metrics_port=metrics_port, world_dir=world_dir
+            config_file, host=host, port=port, metrics_port=metrics_port, world_dir=world_dir, workers=workers
         )
-        run_gateway(settings)
+        count = settings.workers or available_cores()
+        if count == 1:
+            run_gateway(settings)
+        else:
+            sys.exit(run_workers(settings, count))
 
 
 @main.command()
