@@ -8,6 +8,7 @@ VENV="${VENV:-.venv}"
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
 dpkg -s libb64-0d >/dev/null 2>&1 || apt_packages+=(libb64-0d)  # perf_analyzer links it
+command -v h2load >/dev/null || apt_packages+=(nghttp2-client)  # benchmarks/workers_throughput.py drives gRPC with it
 # The Triton test server's venv is made from Debian's Python 3.11 (see below).
 dpkg -s python3.11-venv >/dev/null 2>&1 || apt_packages+=(python3.11-venv)
 if ((${#apt_packages[@]})); then
