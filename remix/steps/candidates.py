@@ -99,7 +99,7 @@ class Candidates:
             sources_mask=self.sources_mask[index],
             scores=None if self.scores is None else self.scores[index],
             utility=None if self.utility is None else self.utility[index],
-            features={name: values[index] for name, values in self.features.items()},
+            features={name: np.take(values, index, axis=0) for name, values in self.features.items()},
         )
 
     def with_scores(self, scores: F32, objectives: tuple[str, ...], utility: F32) -> Candidates:

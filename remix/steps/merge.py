@@ -139,7 +139,7 @@ def _carried(parts: list[Candidates], rows: np.ndarray) -> dict[str, np.ndarray]
     """The upstream features every part carries, for the merged rows (a feature some part lacks is dropped:
     the step reading it computes it)."""
     names = set(parts[0].features).intersection(*(p.features for p in parts[1:]))
-    return {name: np.concatenate([p.features[name] for p in parts])[rows] for name in sorted(names)}
+    return {name: np.take(np.concatenate([p.features[name] for p in parts]), rows, axis=0) for name in sorted(names)}
 
 
 MERGE = StepType("merge", MergeParams, Merge)

@@ -115,7 +115,9 @@ class DeclaredSource:
         # The model's per-candidate inputs go along, so a later step declaring the same features reuses them
         # (request-level ones, one row broadcast, are not per candidate).
         values = (frame.get(name) for name in self._carried)
-        carried = {name: v[rows] for name, v in zip(self._carried, values, strict=True) if len(v) == frame.n}
+        carried = {
+            name: np.take(v, rows, axis=0) for name, v in zip(self._carried, values, strict=True) if len(v) == frame.n
+        }
         found = Candidates.from_source(
             self.name,
             item_id=item_ids[best],
