@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WORLD  ?= var/world
 
-.PHONY: setup test lint demo world proto bench clean
+.PHONY: setup test lint demo world proto bench bench-workers bench-ray bench-compare curves profile clean
 
 setup:            ## venv, the package with every extra and the dev tools, Debian packages the tests need
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup.sh
@@ -29,6 +29,23 @@ proto:            ## regenerate quasar/v1 from proto/
 
 bench:            ## GetFeed latency percentiles over gRPC with >= 500 candidates in the second pass
 	$(BIN)/python benchmarks/feed_latency.py --world $(WORLD)
+
+bench-workers:    ## throughput of --workers 1 against --workers N (h2load)
+	$(BIN)/python benchmarks/workers_throughput.py --world $(WORLD)
+
+bench-ray:        ## the feed served by Quasar against three Ray Serve deployments of it
+	$(BIN)/python benchmarks/ray_serve_compare.py --world $(WORLD)
+
+BASE ?= HEAD~1
+bench-compare:    ## in-process p50 of this checkout against git revision BASE, interleaved (make bench-compare BASE=abc123)
+	$(BIN)/python benchmarks/compare_revisions.py --base $(BASE)
+
+curves:           ## latency against offered load and against second-pass candidates: CSV + PNG in var/bench/curves
+	$(BIN)/python benchmarks/latency_curves.py --world $(WORLD)
+
+profile:          ## where an in-process request's time goes: py-spy flame graph var/bench/feed.svg
+	mkdir -p var/bench
+	$(BIN)/py-spy record -o var/bench/feed.svg -- $(BIN)/python benchmarks/profile_feed.py --world $(WORLD) --requests 2000
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -88,7 +88,20 @@ async def in_process_run(
 
 def start_gateway(world: Path) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--world", str(world), "--port", "0", "--metrics-port", "0"],
+        # One process: the figures compare with the one-process in-process floor (workers: workers_throughput.py).
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--world",
+            str(world),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--workers",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

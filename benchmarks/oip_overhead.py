@@ -143,7 +143,7 @@ def start_gateway(world: Path, triton_url: str, config_dir: Path) -> tuple[subpr
     config = config_dir / "gateway.yaml"
     config.write_text(yaml.safe_dump(settings))
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--config", str(config)],
+        [sys.executable, "-m", "gateway", "--config", str(config), "--workers", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -35,7 +35,19 @@ from quasar.v1 import feed_pb2, feed_pb2_grpc
 
 def start_gateway(world: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str, int]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--world", str(world), "--port", "0", "--metrics-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--world",
+            str(world),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--workers",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
