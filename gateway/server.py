@@ -165,9 +165,16 @@ class GatewayServer:
         log.info("draining", extra={"in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
         self.admission.start_draining()
+        started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.settings.drain_grace_s):
                 await self.admission.wait_idle()
+                # Stay up at least drain_min_s, idle or not: clients learn NOT_SERVING from health checks and
+                # move away meanwhile (draining calls get a retryable UNAVAILABLE). Stopping at once would
+                # answer a call grpc already took CANCELLED, which no client retries (grpc/grpc#41785).
+                left_s = self.settings.drain_min_s - (asyncio.get_running_loop().time() - started)
+                if left_s > 0:
+                    await asyncio.sleep(left_s)
         except TimeoutError:
             log.warning("drain grace expired", extra={"in_flight": self.admission.in_flight})
         if self._server is not None:

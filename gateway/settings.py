@@ -45,7 +45,10 @@ class GatewaySettings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="largest request body accepted; larger ones get RESOURCE_EXHAUSTED"
     )
     max_in_flight: int = Field(256, ge=1, description="admission limit; beyond it calls get RESOURCE_EXHAUSTED")
-    drain_grace_s: float = Field(10.0, ge=0)
+    drain_grace_s: float = Field(10.0, ge=0, description="longest a SIGTERM waits for in-flight calls")
+    drain_min_s: float = Field(
+        1.0, ge=0, description="shortest drain: time for balancing clients' health checks to see NOT_SERVING"
+    )
     offload_workers: int = Field(2, ge=1, description="threads for CPU-bound inference")
     offload_max_pending: int = Field(256, ge=1)
     log_level: str = "INFO"

@@ -123,6 +123,7 @@ def make_settings(world: Path, workflows: Path | None = None, **overrides: Any) 
         "workflows_dir": workflows,
         "use_uvloop": False,
         "drain_grace_s": 5.0,
+        "drain_min_s": 0.0,  # no client here balances away on health: stop as soon as idle
         "reflection": True,  # off by default since issue 13; tests list services through it
         # Ages are computed against this instant, not the wall clock: two requests rank alike however far apart.
         "feature_time_s": feature_time_s(world),
