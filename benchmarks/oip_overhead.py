@@ -34,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from gateway.deployment import Deployment
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the Triton peer launcher lives in tests/peers, not in an installed package
 
@@ -121,24 +123,16 @@ def measure(url: str, settings: Settings, label: str, *, batching: bool) -> Roun
 
 def start_gateway(world: Path, triton_url: str, config_dir: Path) -> tuple[subprocess.Popen[str], str]:
     """A gateway process whose feed_ranker goes to Triton (first_pass stays in process)."""
+    # The world's own engines and routes (every product it serves), with feed_ranker moved to Triton.
+    engines = Deployment(world).engines_config().model_dump(mode="json")
+    engines["engines"]["triton"] = {"kind": "triton", "url": triton_url, "models": [MODEL]}
+    engines["routes"][MODEL] = {"targets": [{"engine": "triton", "model": MODEL}]}
     settings = {
         "world_dir": str(world),
         "port": 0,
         "metrics_port": None,
         "log_level": "WARNING",
-        "engines": {
-            "engines": {
-                "triton": {"kind": "triton", "url": triton_url, "models": [MODEL]},
-                "local_xgboost": {
-                    "kind": "xgboost",
-                    "models": {"first_pass": str(world / "models" / "first_pass.ubj")},
-                },
-            },
-            "routes": {
-                MODEL: {"targets": [{"engine": "triton", "model": MODEL}]},
-                "first_pass": {"targets": [{"engine": "local_xgboost", "model": "first_pass"}]},
-            },
-        },
+        "engines": engines,
     }
     config = config_dir / "gateway.yaml"
     config.write_text(yaml.safe_dump(settings))
@@ -150,11 +144,13 @@ def start_gateway(world: Path, triton_url: str, config_dir: Path) -> tuple[subpr
         cwd=REPO_ROOT,
     )
     assert process.stdout is not None
+    output = []
     for line in process.stdout:
+        output.append(line)
         found = re.search(r"listening on ([\d.]+:\d+)", line)
         if found:
             return process, found.group(1)
-    raise SystemExit(f"gateway exited before listening (code {process.wait()})")
+    raise SystemExit(f"gateway exited before listening (code {process.wait()}):\n{''.join(output)}")
 
 
 def start_passthrough(triton_url: str) -> tuple[subprocess.Popen[str], str]:
