@@ -2,8 +2,8 @@
 
 Usage:
   python benchmarks/profile_feed.py [--world var/world] [--requests 400]          # p50 only
-  py-spy record -o feed.svg -- python benchmarks/profile_feed.py --requests 2000 # flame graph
-  python benchmarks/profile_feed.py --pyinstrument                               # call tree in the terminal
+  py-spy record -o feed.svg -- python benchmarks/profile_feed.py --requests 2000 # flame graph (make profile)
+  py-spy record -f raw -o feed.txt -- python benchmarks/profile_feed.py --requests 3000  # folded stacks
 
 The same requests as `make bench` (random members, count 50, >= 500 candidates in the second pass).
 """
@@ -23,26 +23,17 @@ from quasar.demo.build import build_world
 from remix.request import FeedRequest
 
 
-async def run(world: Path, members: list[int], count: int, profile: bool) -> list[float]:
+async def run(world: Path, members: list[int], count: int) -> list[float]:
     app = FeedApp(GatewaySettings(world_dir=world, metrics_port=None))
     await app.start()
     try:
         for member in members[:50]:  # warm-up: caches, JIT-like first calls of the engines
             await app.get_feed(FeedRequest(request_id="w", member_id=member, count=count), timeout_s=None)
-        profiler = None
-        if profile:
-            from pyinstrument import Profiler
-
-            profiler = Profiler(interval=0.0002, async_mode="disabled")
-            profiler.start()
         latencies = []
         for member in members:
             started = time.perf_counter()
             await app.get_feed(FeedRequest(request_id="p", member_id=member, count=count), timeout_s=None)
             latencies.append((time.perf_counter() - started) * 1e3)
-        if profiler is not None:
-            profiler.stop()
-            print(profiler.output_text(unicode=True, color=False, show_all=False))
         return latencies
     finally:
         await app.close()
@@ -54,12 +45,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--pyinstrument", action="store_true", help="print pyinstrument's call tree")
     args = parser.parse_args()
     manifest = build_world(args.world, progress=False)
     rng = np.random.default_rng(args.seed)
     members = rng.integers(1, manifest.members + 1, size=args.requests).tolist()
-    latencies = asyncio.run(run(args.world, members, args.count, args.pyinstrument))
+    latencies = asyncio.run(run(args.world, members, args.count))
     values = np.asarray(latencies)
     print(
         f"in-process get_feed: n={len(values)} p50={np.percentile(values, 50):.2f} ms "
