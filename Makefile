@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WORLD  ?= var/world
 
-.PHONY: setup test lint demo world proto bench bench-workers bench-ray bench-compare curves profile clean
+.PHONY: setup test lint demo world proto bench bench-workers bench-ray bench-compare curves profile soak clean
 
 setup:            ## venv, the package with every extra and the dev tools, Debian packages the tests need
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup.sh
@@ -35,6 +35,9 @@ bench-workers:    ## throughput of --workers 1 against --workers N (h2load)
 
 bench-ray:        ## the feed served by Quasar against three Ray Serve deployments of it
 	$(BIN)/python benchmarks/ray_serve_compare.py --world $(WORLD)
+
+soak:             ## 10 minutes at moderate load with 1% injected backend errors: RSS, fds, tasks
+	$(BIN)/python benchmarks/soak.py --world $(WORLD)
 
 BASE ?= HEAD~1
 bench-compare:    ## in-process p50 of this checkout against git revision BASE, interleaved (make bench-compare BASE=abc123)
