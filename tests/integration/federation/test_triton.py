@@ -123,7 +123,17 @@ async def test_dynamic_batching_merges_queued_requests(triton_peer: TritonPeer, 
                     await pending_requests(triton_peer, at_least=2)
             finally:
                 results = await asyncio.gather(*calls, return_exceptions=True)
-            after = await stats_client.get_inference_statistics(RANKER, headers=triton_peer.grpc_headers)
+            # Triton counts a request after it has sent the answer: wait (bounded) until all 16 are counted.
+            async with asyncio.timeout(10):
+                while True:
+                    after = await stats_client.get_inference_statistics(RANKER, headers=triton_peer.grpc_headers)
+                    counted = (
+                        after.model_stats[0].inference_stats.success.count
+                        - before.model_stats[0].inference_stats.success.count
+                    )
+                    if counted >= len(chunks):
+                        break
+                    await asyncio.sleep(0.05)  # polling a condition with a deadline, not a timing assumption
         finally:
             await stats_client.close()
     for chunk, result in zip(chunks, results, strict=True):
