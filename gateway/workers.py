@@ -249,9 +249,8 @@ class Supervisor:
     # -- control ---------------------------------------------------------------------------------------
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        holder: dict[str, ControlChannel] = {}
-        channel = ControlChannel(reader, writer, lambda message: self._on_request(holder["channel"], message))
-        holder["channel"] = channel
+        # The handler reads `channel` when a request arrives, after the assignment below.
+        channel = ControlChannel(reader, writer, lambda message: self._on_request(channel, message))
         await channel.serve()
 
     async def _on_request(self, channel: ControlChannel, message: Message) -> Message:
@@ -372,14 +371,13 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        holder: dict[str, GatewayServer] = {}
-
         async def on_request(message: Message) -> Message:
             op = message.get("op")
             if op in ("check_routes", "swap_routes"):
                 try:
                     routes = parse_routes(str(message["routes"]))
-                    await put_in_force(holder["gateway"].app.router, routes, dry_run=op == "check_routes")
+                    # Requests come only after this worker registered, by then `gateway` is bound.
+                    await put_in_force(gateway.app.router, routes, dry_run=op == "check_routes")
                 except RequestRejected as error:
                     raise control_error(error) from None
                 return {}
@@ -390,7 +388,6 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
         # The supervisor gone (killed, crashed): nobody would stop this worker any more, so it stops itself.
         listening.add_done_callback(lambda _done: stop.set())
         gateway = GatewayServer(settings, route_changes=ClusterRouteChanges(channel), reuse_port=True)
-        holder["gateway"] = gateway
 
         async def register() -> None:
             # Before the port takes calls: the supervisor first brings this worker to the current routes.
