@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import grpc
 import numpy as np
+from _gateway_process import start_gateway
 
 from gateway.app import FeedApp
 from gateway.settings import GatewaySettings
@@ -86,36 +83,6 @@ async def in_process_run(
     return latencies, wall, smallest
 
 
-def start_gateway(world: Path) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        # One process: the figures compare with the one-process in-process floor (workers: workers_throughput.py).
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "--world",
-            str(world),
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        found = re.search(r"listening on ([\d.]+:\d+)", line)
-        if found:
-            # Keep draining its output (one access-log line per request): a full pipe would block the gateway.
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process, found.group(1)
-    raise SystemExit(f"gateway exited before listening (code {process.wait()})")
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, default=Path("var/world"))
@@ -135,7 +102,9 @@ async def main() -> None:
     floor = show("in-process", floor_ms, floor_wall)
     print(f"every request merged >= {smallest} candidates into the second pass")
 
-    process, target = start_gateway(args.world)
+    # One process: the figures compare with the one-process in-process floor (workers: workers_throughput.py).
+    gateway = start_gateway(["--world", str(args.world), "--workers", "1"])
+    target = gateway.target
     try:
         await grpc_run(target, members[:50], 1, args.count)  # warm-up
         print(f"\ngRPC GetFeed against a gateway process at {target}")
@@ -144,8 +113,7 @@ async def main() -> None:
             stats = show(f"grpc concurrency={concurrency}", latencies, wall)
             print(f"{'':<28} p50 ratio to in-process floor: {stats['p50'] / floor['p50']:.2f}x")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        gateway.stop()
 
 
 if __name__ == "__main__":

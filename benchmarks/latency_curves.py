@@ -35,10 +35,7 @@ import csv
 import math
 import os
 import platform
-import re
 import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -51,6 +48,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import yaml
+from _gateway_process import start_gateway as start_gateway_process
 
 from gateway.app import FeedApp
 from gateway.settings import GatewaySettings
@@ -78,17 +76,8 @@ def write_settings(path: Path, feature_time_s: float, workflows_dir: Path | None
 
 
 def start_gateway(world: Path, config: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "gateway", "--world", str(world), "--config", str(config)]
-    command += ["--port", "0", "--metrics-port", "0", "--workers", str(workers)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        found = re.search(r"listening on ([\d.]+:\d+)", line)
-        if found:
-            # Keep draining its output (one access-log line per request): a full pipe would block the gateway.
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process, found.group(1)
-    raise SystemExit(f"gateway exited before listening (code {process.wait()})")
+    running = start_gateway_process(["--world", str(world), "--config", str(config), "--workers", str(workers)])
+    return running.process, running.target
 
 
 def stop_gateway(process: subprocess.Popen[str]) -> None:

@@ -15,12 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import re
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -29,41 +23,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from _gateway_process import start_gateway
 
 from quasar.v1 import feed_pb2, feed_pb2_grpc
-
-
-def start_gateway(world: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str, int]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "--world",
-            str(world),
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **env},
-    )
-    assert process.stdout is not None
-    metrics_port = None
-    for line in process.stdout:
-        if '"metrics_port"' in line:
-            metrics_port = json.loads(line)["metrics_port"]
-        found = re.search(r"listening on ([\d.]+:\d+)", line)
-        if found and metrics_port is not None:
-            # Keep draining its output (one access-log line per request): a full pipe would block the gateway.
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process, found.group(1), int(metrics_port)
-    raise SystemExit(f"gateway exited before listening (code {process.wait()})")
 
 
 def answers_computed(metrics_port: int) -> float:
@@ -140,7 +102,9 @@ async def main() -> None:
     rng = np.random.default_rng(args.seed)
     members = rng.integers(1, 1000, size=args.burst + args.unloaded).tolist()
 
-    process, target, metrics_port = start_gateway(args.world, env)
+    gateway = start_gateway(["--world", str(args.world), "--workers", "1"], env=env)
+    process, target, metrics_port = gateway.process, gateway.target, gateway.metrics_port
+    assert metrics_port is not None
     try:
         async with grpc.aio.insecure_channel(target) as channel:
             stub = feed_pb2_grpc.FeedServiceStub(channel)

@@ -25,14 +25,13 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _gateway_process import start_gateway
 
 from quasar.demo.build import build_world
 from quasar.v1 import feed_pb2
@@ -49,36 +48,10 @@ class Gateway:
     """`python -m gateway --workers N` on free ports; its gRPC and metrics ports read from its output."""
 
     def __init__(self, world: Path, workers: int) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "--world",
-                str(world),
-                "--port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--workers",
-                str(workers),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        self.port = self.metrics_port = 0
-        for line in self.process.stdout:
-            if found := re.search(r'"metrics_port":\s*(\d+)', line):
-                self.metrics_port = int(found.group(1))
-            if found := re.search(r"listening on [\d.]+:(\d+)", line):
-                self.port = int(found.group(1))
-                break
-        if not self.port or not self.metrics_port:
-            raise SystemExit(f"gateway with {workers} workers exited before listening (code {self.process.wait()})")
-        # Keep draining its output (an access-log line per request): a full pipe would block it.
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        self._running = start_gateway(["--world", str(world), "--workers", str(workers)])
+        if self._running.metrics_port is None:
+            raise SystemExit("the gateway did not log its metrics port")
+        self.port, self.metrics_port = self._running.port, self._running.metrics_port
 
     def handled(self) -> dict[str, float]:
         """GetFeed calls handled so far, by gRPC code (summed over workers)."""
@@ -94,8 +67,7 @@ class Gateway:
         return codes
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
+        self._running.stop()
 
 
 def h2load(port: int, frame: Path, *, connections: int, requests: int, cpus: str) -> tuple[float, np.ndarray]:
