@@ -81,7 +81,7 @@ class CoalescedScorer:
 
     @classmethod
     def shared(cls, services: Services, signature: ModelSignature, features: Sequence[Feature]) -> CoalescedScorer:
-        """The one scorer of (model, features) among `services`' steps (built on first request)."""
+        """The one scorer of (model, features) among the steps built from `services` (made by the first)."""
         memo_key = ("coalesced scorer", signature.model, tuple(f.name for f in features))
         scorer = services.memo.get(memo_key)
         if not isinstance(scorer, CoalescedScorer):
