@@ -371,6 +371,7 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
         async def on_request(message: Message) -> Message:
             op = message.get("op")
             if op in ("check_routes", "swap_routes"):
