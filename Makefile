@@ -16,7 +16,7 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/bandit -q -r quasar gateway remix engines kvstore features -lll
+	$(BIN)/bandit -q -r quasar gateway remix engines kvstore features health -lll
 
 demo:             ## build the demo world (first time ~15 s), serve it, rank member 42's feed, stop
 	VENV=$(VENV) WORLD=$(WORLD) scripts/demo.sh

@@ -44,14 +44,21 @@ class ModelTable(Generic[S]):
         Raises `EngineUnavailable` naming the model whose file could not be loaded.
         """
         for model, path in paths.items():
-            try:
-                loaded = await offloader.run(load, model, path)
-            except EngineError:
-                raise
-            except Exception as error:
-                raise EngineUnavailable(f"cannot load {path}: {error}", target=self._engine, model=model) from error
-            self.add(loaded)
+            await self.load_one(offloader, model, path, load)
         self.started = True
+
+    async def load_one(
+        self, offloader: Offloader, model: str, path: Path, load: Callable[[str, Path], Loaded[S]]
+    ) -> None:
+        """Load one more model off the event loop and add it (a release's artifact, at run time); a name
+        already loaded is replaced. Raises `EngineUnavailable` naming the file that could not be loaded."""
+        try:
+            loaded = await offloader.run(load, model, path)
+        except EngineError:
+            raise
+        except Exception as error:
+            raise EngineUnavailable(f"cannot load {path.name}: {error}", target=self._engine, model=model) from error
+        self.add(loaded)
 
     @property
     def ready(self) -> bool:

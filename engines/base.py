@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -51,3 +52,11 @@ class Models(Protocol):
     """
 
     async def infer(self, model: str, inputs: Tensors, *, timeout_s: float | None, routing_key: int) -> ModelCall: ...
+
+
+@runtime_checkable
+class LoadsModels(Protocol):
+    """An in-process engine that loads a model file while serving (a release brings its artifacts as
+    files). Raises `EngineUnavailable` when the file cannot be loaded; the models it served stay."""
+
+    async def load_model(self, name: str, path: Path) -> None: ...

@@ -14,7 +14,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from engines._local import Loaded, ModelTable, RunOn, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
-from engines.base import Engine
+from engines.base import Engine, LoadsModels
 from engines.errors import BadInput, EngineError
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
@@ -84,6 +84,11 @@ class OnnxEngine:
             self._inline = not providers or providers[0] == "CPUExecutionProvider"
         await self._models.load(self._offloader, self._paths, lambda model, path: self._load(model, path, providers))
 
+    async def load_model(self, name: str, path: Path) -> None:
+        """Load `path` as model `name` while serving (see `engines.base.LoadsModels`)."""
+        providers = self.providers
+        await self._models.load_one(self._offloader, name, path, lambda model, p: self._load(model, p, providers))
+
     async def ready(self) -> bool:
         return self._models.ready
 
@@ -145,3 +150,4 @@ def _spec(arg: Any) -> TensorSpec:
 
 if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a caller
     _conforms: type[Engine] = OnnxEngine
+    _loads: type[LoadsModels] = OnnxEngine

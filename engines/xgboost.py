@@ -13,7 +13,7 @@ import xgboost as xgb
 from engines._local import Loaded, ModelTable, RunOn, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
-from engines.base import Engine
+from engines.base import Engine, LoadsModels
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
 INPUT = "features"
@@ -49,6 +49,10 @@ class XGBoostEngine:
     async def start(self) -> None:
         """Load every booster off the loop; raises `EngineUnavailable` naming the model that failed."""
         await self._models.load(self._offloader, self._paths, self._load)
+
+    async def load_model(self, name: str, path: Path) -> None:
+        """Load `path` as model `name` while serving (see `engines.base.LoadsModels`)."""
+        await self._models.load_one(self._offloader, name, path, self._load)
 
     async def ready(self) -> bool:
         return self._models.ready
@@ -98,3 +102,4 @@ def _predict(booster: Any, features: np.ndarray) -> np.ndarray:
 
 if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a caller
     _conforms: type[Engine] = XGBoostEngine
+    _loads: type[LoadsModels] = XGBoostEngine

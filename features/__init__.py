@@ -5,7 +5,7 @@ from features.assembly import Frame, InputPlan, RowReader
 from features.checks import check_signature_widths, check_views
 from features.declarations import DerivedDecl, EntityDecl, FeatureDecl, FeaturesDocument, ViewDecl
 from features.errors import DeclarationError
-from features.loader import load_registry, load_signatures, write_signature
+from features.loader import load_registry, load_signature, load_signatures, write_signature
 from features.readers import ArrayReader, StoreReader
 from features.registry import FeatureRegistry
 from features.signature import ModelSignature, SignatureDecl
@@ -28,6 +28,7 @@ __all__ = [
     "check_signature_widths",
     "check_views",
     "load_registry",
+    "load_signature",
     "load_signatures",
     "write_signature",
 ]

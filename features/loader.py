@@ -57,6 +57,11 @@ def load_signatures(directory: Path, registry: FeatureRegistry) -> dict[str, Mod
     return signatures
 
 
+def load_signature(path: Path, registry: FeatureRegistry) -> ModelSignature:
+    """One `*.signature.yaml` resolved against `registry` (a release's signature is compared with it)."""
+    return resolve_signature(_parse(Path(path), SignatureDecl), registry, str(path))
+
+
 def write_signature(path: Path, decl: SignatureDecl) -> None:
     """Write a signature declaration (the trainer calls this beside the model it exports)."""
     data = decl.model_dump(mode="json", exclude_defaults=False)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from engines import Router
+from gateway.release_changes import LocalReleaseChanges, ReleaseChanges
+from gateway.release_manifest import ReleaseError, load_release
+from gateway.release_plan import ReleasePlan
+from gateway.releases import ReleaseManager, ReleaseRejected
 from gateway.route_changes import LocalRouteChanges, RouteChanges
 from gateway.route_merge import parse_routes, routes_json, routes_version
-from gateway.status import Aborter, unauthenticated
+from gateway.status import Aborter, failed_precondition, invalid_argument, unauthenticated, unimplemented
 from quasar.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["AdminServicer", "routes_json", "routes_version"]
@@ -31,11 +37,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         *,
         aborter: Aborter | None = None,
         changes: RouteChanges | None = None,
+        releases: ReleaseManager | None = None,
+        release_changes: ReleaseChanges | None = None,
     ) -> None:
-        """`aborter`: the server's one abort path (default: a private one)."""
+        """`aborter`: the server's one abort path (default: a private one). `releases`: this process's
+        release manager (release calls get UNIMPLEMENTED without one); `release_changes` how a change
+        reaches every worker (default: this process only)."""
         if not token:
             raise ValueError("an admin token must not be empty")
         self._router = router
+        self._releases = releases
+        self._release_changes = release_changes or (LocalReleaseChanges(releases) if releases else None)
         self._expected = f"Bearer {token}".encode()
         self._changes = changes or LocalRouteChanges(router)
         self._aborter = aborter or Aborter()
@@ -72,6 +84,59 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             routes_json=routes_json(change.after), version=version, changed=change.changed
         )
 
+    async def ApplyRelease(
+        self, request: admin_pb2.ApplyReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ReleaseStatus:
+        try:
+            self._authorize(context)
+            changes = self._changes_or_unimplemented()
+            if not request.manifest_path:
+                raise invalid_argument("manifest_path is empty: name the release manifest on the gateway")
+            if not 0.0 <= request.canary_percent <= 100.0 or not math.isfinite(request.canary_percent):
+                raise invalid_argument(f"canary_percent must be in (0, 100], got {request.canary_percent}")
+            manifest = request.manifest_path
+            if not manifest.startswith("/"):
+                raise invalid_argument("manifest_path must be absolute (the gateway's working directory is not yours)")
+            plan, report = await changes.apply(
+                manifest, canary_share=request.canary_percent / 100.0, dry_run=request.dry_run
+            )
+        except ReleaseRejected as error:
+            await self._aborter.abort(context, failed_precondition(str(error)), method="ApplyRelease")
+        except Exception as error:
+            await self._aborter.abort(context, error, method="ApplyRelease")
+        if not request.dry_run:
+            log.warning("release applied", extra={"stable": plan.stable, "canary": plan.canary})
+        return _status(plan, report)
+
+    async def RollbackRelease(
+        self, request: admin_pb2.RollbackReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ReleaseStatus:
+        try:
+            self._authorize(context)
+            plan = await self._changes_or_unimplemented().rollback()
+        except ReleaseRejected as error:
+            await self._aborter.abort(context, failed_precondition(str(error)), method="RollbackRelease")
+        except Exception as error:
+            await self._aborter.abort(context, error, method="RollbackRelease")
+        log.warning("release rolled back", extra={"stable": plan.stable, "canary": plan.canary})
+        return _status(plan, [])
+
+    async def GetReleases(
+        self, request: admin_pb2.GetReleasesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ReleaseStatus:
+        try:
+            self._authorize(context)
+            self._changes_or_unimplemented()
+        except Exception as error:
+            await self._aborter.abort(context, error, method="GetReleases")
+        assert self._releases is not None
+        return _status(self._releases.plan, [])
+
+    def _changes_or_unimplemented(self) -> ReleaseChanges:
+        if self._release_changes is None:
+            raise unimplemented("this gateway serves no releases")
+        return self._release_changes
+
     def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Raises UNAUTHENTICATED unless the call carries the bearer token."""
         presented = dict(context.invocation_metadata() or ()).get("authorization", "")
@@ -79,3 +144,29 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         # Constant time, so the comparison does not tell how much of a guessed token was right.
         if not hmac.compare_digest(value, self._expected):
             raise unauthenticated("admin calls need metadata 'authorization: Bearer <admin token>'")
+
+
+def _release_name(manifest: str | None) -> str:
+    """A release's name from its manifest (the file name when it can no longer be read)."""
+    if manifest is None:
+        return ""
+    try:
+        return load_release(Path(manifest)).name
+    except ReleaseError:
+        return Path(manifest).stem
+
+
+def _status(plan: ReleasePlan, report: list[str]) -> admin_pb2.ReleaseStatus:
+    checks = []
+    for line in report:
+        verdict, name, detail = [*line.split("\t", 2), "", ""][:3]
+        checks.append(admin_pb2.ReleaseCheck(name=name, ok=verdict == "ok", detail=detail))
+    return admin_pb2.ReleaseStatus(
+        stable=_release_name(plan.stable),
+        stable_manifest=plan.stable or "",
+        canary=_release_name(plan.canary),
+        canary_manifest=plan.canary or "",
+        canary_percent=plan.canary_share * 100.0,
+        history=[_release_name(p) for p in plan.history],
+        checks=checks,
+    )

@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Any
 from engines import Offloader, Router, build_engines
 from engines.candidate_client import GrpcCandidateClient
 from engines.route_metrics import RouteMetrics
-from features import check_signature_widths, check_views, load_registry, load_signatures
+from features import check_signature_widths, check_views, load_registry, load_signature, load_signatures
 from gateway.deployment import Deployment
 from gateway.metrics import GatewayMetrics
+from gateway.release_manifest import Release
+from gateway.releases import ReleaseManager, serving_of
 from gateway.settings import GatewaySettings
 from kvstore.base import EmbeddingStore
 from kvstore.config import EmbeddedStoreConfig, build_store
 from remix import Context, StepRegistry, StepType, Workflow, load_workflows, run_workflow
+from remix.context import NO_RELEASE, Serving
 from remix.request import FeedRequest
 from remix.steps import FEED, Candidates, Resources, Services, builtin_step_types
 from remix.steps.remote import RemoteCandidates
@@ -53,11 +56,8 @@ class FeedApp:
         self._offloader = Offloader(max_workers=settings.offload_workers, max_pending=settings.offload_max_pending)
         self.deployment = Deployment(settings.world_dir)
         engines_config = settings.engines or self.deployment.engines_config()
-        self._router = Router(
-            engines_config.routes,
-            build_engines(engines_config, self._offloader),
-            metrics=RouteMetrics(self.metrics.registry),
-        )
+        self._engines = build_engines(engines_config, self._offloader)
+        self._router = Router(engines_config.routes, self._engines, metrics=RouteMetrics(self.metrics.registry))
         self._candidate_services: dict[str, GrpcCandidateClient] = {
             name: config.build(name) for name, config in engines_config.candidate_services.items()
         }
@@ -71,6 +71,7 @@ class FeedApp:
             self._stores[name] = build_store(config, name=name)
         self._resources = Resources()
         self._workflows: dict[str, Workflow] = {}
+        self._releases: ReleaseManager | None = None
 
     @property
     def workflow_names(self) -> frozenset[str]:
@@ -79,6 +80,12 @@ class FeedApp:
     @property
     def router(self) -> Router:
         return self._router
+
+    @property
+    def releases(self) -> ReleaseManager:
+        if self._releases is None:
+            raise RuntimeError("the application is not started")
+        return self._releases
 
     async def start(self) -> None:
         """Load declarations and workflows, start the store, every engine and what steps hold, and check
@@ -113,6 +120,17 @@ class FeedApp:
         for client in self._candidate_services.values():
             await client.start()
         await self._resources.start()
+        self._releases = ReleaseManager(
+            router=self._router,
+            engines=self._engines,
+            stores=self._stores,
+            registry=registry,
+            signatures=signatures,
+            load_signature=lambda path: load_signature(path, registry),
+            state_dir=self.settings.state_dir,
+            warm_up=self._warm_up,
+        )
+        await self._releases.start()
         log.info(
             "quasar app started",
             extra={"workflows": sorted(self._workflows), "startup_ms": round((time.perf_counter() - started) * 1e3)},
@@ -121,12 +139,40 @@ class FeedApp:
     async def ready(self) -> bool:
         return bool(self._workflows) and await self._router.ready()
 
-    async def get_feed(self, request: FeedRequest, *, timeout_s: float | None) -> FeedAnswer:
-        """Run the request's workflow under one deadline: min(timeout_s, the workflow's default)."""
+    async def get_feed(
+        self, request: FeedRequest, *, timeout_s: float | None, serving: Serving | None = None
+    ) -> FeedAnswer:
+        """Run the request's workflow under one deadline: min(timeout_s, the workflow's default), served
+        by the release the member is assigned to (or `serving`, for warm-up requests)."""
         workflow = self._workflows[request.workflow]
-        ctx = await run_workflow(workflow, request, timeout_s=timeout_s)
+        if serving is None:
+            serving = NO_RELEASE if self._releases is None else self._releases.serving(request.member_id)
+        ctx = await run_workflow(workflow, request, timeout_s=timeout_s, serving=serving)
         self._observe(workflow.name, ctx)
         return FeedAnswer(context=ctx, feed=ctx.get(FEED), workflow_version=workflow.version)
+
+    async def _warm_up(self, release: Release) -> list[float]:
+        """A release's warm-up requests, served by it: the latency of each (raises when one fails or is
+        degraded: a release must answer fully before it serves)."""
+        validation = release.decl.validation
+        workflows = [validation.workflow] if validation.workflow else sorted(self._workflows)
+        serving = serving_of(release, "validation")
+        latencies = []
+        for i in range(validation.warmup_requests):
+            workflow = workflows[i % len(workflows)]
+            member = validation.warmup_members[i % len(validation.warmup_members)]
+            started = time.perf_counter()
+            answer = await self.get_feed(
+                FeedRequest(request_id=f"warm-up-{i}", member_id=member, count=10, workflow=workflow),
+                timeout_s=max(1.0, validation.warmup_budget_s * 4),
+                serving=serving,
+            )
+            latencies.append(time.perf_counter() - started)
+            used = {use.route for use in answer.context.models}
+            if answer.context.degraded and release.route_name in used:
+                reasons = "; ".join(f.message for f in answer.context.failures)
+                raise RuntimeError(f"workflow {workflow} answered degraded: {reasons}")
+        return latencies
 
     def _observe(self, workflow: str, ctx: Context) -> None:
         for entry in ctx.trace.entries:

@@ -69,10 +69,12 @@ def to_response(ctx: Context, feed: Candidates, *, workflow_version: str, server
         workflow_version=workflow_version,
         # One entry per distinct model use: several sources may call the same first-pass model.
         model_versions=[
-            feed_pb2.ModelVersion(model=use.model, target=use.target, version=use.version)
-            for use in dict.fromkeys(ctx.models)
+            feed_pb2.ModelVersion(model=model, target=target, version=version)
+            for model, target, version in dict.fromkeys((use.model, use.target, use.version) for use in ctx.models)
         ],
         server_ms=server_ms,
+        release=ctx.serving.release,
+        arm=ctx.serving.arm,
     )
     objectives = feed.objectives
     utility = (feed.utility if feed.utility is not None else feed.first_pass_score).tolist()

@@ -56,3 +56,30 @@ class GatewayMetrics:
             ("reason",),
             registry=self.registry,
         )
+        # Per release arm (stable | canary | validation): what an experiment compares.
+        self.arm_requests = Counter(
+            "quasar_arm_requests_total",
+            "Requests served by a release, by arm and outcome (ok, degraded, or a gRPC code).",
+            ("release", "arm", "outcome"),
+            registry=self.registry,
+        )
+        self.arm_seconds = Histogram(
+            "quasar_arm_request_seconds",
+            "Latency of the requests a release served, by arm.",
+            ("release", "arm"),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.arm_score = Histogram(
+            "quasar_arm_mean_score",
+            "Mean final score of the items a release returned per request, by arm.",
+            ("release", "arm"),
+            buckets=(-1.0, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+            registry=self.registry,
+        )
+
+    def observe_arm(self, release: str, arm: str, outcome: str, seconds: float, mean_score: float | None) -> None:
+        self.arm_requests.labels(release, arm, outcome).inc()
+        self.arm_seconds.labels(release, arm).observe(seconds)
+        if mean_score is not None:
+            self.arm_score.labels(release, arm).observe(mean_score)

@@ -64,11 +64,25 @@ def planned(
         raise aborted(
             f"routes are at version {routes_version(current)}, not {expected_version}: read them again and retry"
         )
+    owned = sorted(name for name in (*updates, *remove) if is_release_route(name))
+    if owned:
+        raise invalid_argument(f"routes {owned} belong to releases: change them with `quasar deploy`")
     return merge_routes(current, updates, remove)
 
 
+def is_release_route(name: str) -> bool:
+    """Routes named `<model>@<release>` are installed by releases (gateway.releases), not by SetRoutes."""
+    return "@" in name
+
+
+def without_release_routes(routes: Mapping[str, RouteConfig]) -> dict[str, RouteConfig]:
+    return {name: route for name, route in routes.items() if not is_release_route(name)}
+
+
 async def put_in_force(router: Router, routes: Mapping[str, RouteConfig], *, dry_run: bool) -> None:
-    """Check (dry run) or swap `routes` on `router`; its errors as INVALID_ARGUMENT / FAILED_PRECONDITION."""
+    """Check (dry run) or swap `routes` on `router`; its errors as INVALID_ARGUMENT / FAILED_PRECONDITION.
+    The routes releases installed stay (`routes` is the table SetRoutes manages)."""
+    routes = {**{n: r for n, r in router.routes.items() if is_release_route(n)}, **without_release_routes(routes)}
     try:
         if dry_run:
             await router.check_routes(routes)

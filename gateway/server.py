@@ -24,6 +24,7 @@ from gateway.decode_guard import DecodeGuard
 from gateway.inference_servicer import InferenceServicer, add_inference_service
 from gateway.interceptors import MetricsInterceptor
 from gateway.rate_limited_log import RateLimitedLog
+from gateway.release_changes import ReleaseChanges
 from gateway.route_changes import RouteChanges
 from gateway.servicer import FeedServicer
 from gateway.settings import GatewaySettings
@@ -59,6 +60,7 @@ class GatewayServer:
         *,
         tracing: bool | None = None,
         route_changes: RouteChanges | None = None,
+        release_changes: ReleaseChanges | None = None,
         reuse_port: bool = False,
     ) -> None:
         """`tracing`: continue callers' traces with server spans; default: when an exporter is configured.
@@ -67,6 +69,7 @@ class GatewayServer:
         gateway on a port in use fails to start instead of sharing it."""
         self.settings = settings
         self._route_changes = route_changes
+        self._release_changes = release_changes
         self._reuse_port = reuse_port
         self._tracing = settings.tracing.exporter != "none" if tracing is None else tracing
         self.app = app or FeedApp(settings)
@@ -126,7 +129,14 @@ class GatewayServer:
         services.append(add_inference_service(inference, server))
         admin_token = self.settings.admin_token.get_secret_value() if self.settings.admin_token else ""
         if admin_token:  # no token, no admin service: an unauthenticated admin API is never served
-            admin = AdminServicer(self.app.router, admin_token, aborter=self.aborter, changes=self._route_changes)
+            admin = AdminServicer(
+                self.app.router,
+                admin_token,
+                aborter=self.aborter,
+                changes=self._route_changes,
+                releases=self.app.releases,
+                release_changes=self._release_changes,
+            )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
             services.append(ADMIN_SERVICE)
         if self.settings.reflection:  # security: off unless enabled, it lists every service to anyone

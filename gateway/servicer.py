@@ -51,6 +51,8 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         if workflow not in served:
             workflow = "_unknown"
         outcome = "ok"
+        release = arm = ""
+        mean_score: float | None = None
         try:
             # Admission reads the caller before any await: a call over the limit or already expired costs no work.
             async with self._admission.admit(context) as ticket:
@@ -59,6 +61,9 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                 feed_request = replace(feed_request, quality=ticket.quality, caller_gone=context.cancelled)
                 answer = await self._app.get_feed(feed_request, timeout_s=_timeout_s(context))
                 outcome = "degraded" if answer.context.degraded else "ok"
+                release, arm = answer.context.serving.release, answer.context.serving.arm
+                if release and answer.feed.utility is not None and len(answer.feed):
+                    mean_score = float(answer.feed.utility.mean())
                 return to_response(
                     answer.context,
                     answer.feed,
@@ -71,6 +76,8 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             await self._aborter.abort(context, error, method="GetFeed", request_id=request_id, status=status)
         finally:
             self._app.metrics.workflow_requests.labels(workflow, outcome).inc()
+            if release:
+                self._app.metrics.observe_arm(release, arm, outcome, time.perf_counter() - started, mean_score)
             if self._access_log:
                 log.info(
                     "GetFeed",
@@ -79,6 +86,8 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                         "member_id": request.member_id,
                         "workflow": workflow,
                         "outcome": outcome,
+                        "release": release,
+                        "arm": arm,
                         "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
                         "trace_id": current_trace_id(),
                     },

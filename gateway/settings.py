@@ -32,6 +32,11 @@ class GatewaySettings(BaseSettings):
         default_factory=dict,
         description="more stores by name (e.g. a Feast online store); a feature view names its store",
     )
+    state_dir: Path | None = Field(
+        None,
+        description="where the releases in force (and health sketches) are kept across restarts and workers; "
+        "null: nowhere (a restart serves the deployment's own routes again)",
+    )
     workers: int | None = Field(
         None, ge=1, description="gateway processes on the port (SO_REUSEPORT); null: one per available core"
     )

@@ -50,6 +50,10 @@ def failed_precondition(message: str) -> RequestRejected:
     return RequestRejected(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def unimplemented(message: str) -> RequestRejected:
+    return RequestRejected(grpc.StatusCode.UNIMPLEMENTED, message)
+
+
 def aborted(message: str) -> RequestRejected:
     return RequestRejected(grpc.StatusCode.ABORTED, message)
 

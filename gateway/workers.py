@@ -37,7 +37,16 @@ from typing import Any
 
 from engines.config import RouteConfig
 from gateway.control import ControlChannel, ControlError, Message
-from gateway.route_changes import ClusterRouteChanges, control_error, planned, put_in_force
+from gateway.release_changes import ClusterReleaseChanges
+from gateway.release_plan import PlanError, ReleasePlan, read_plan, save_plan
+from gateway.releases import ReleaseRejected, report_lines
+from gateway.route_changes import (
+    ClusterRouteChanges,
+    control_error,
+    planned,
+    put_in_force,
+    without_release_routes,
+)
 from gateway.route_merge import parse_routes, routes_json
 from gateway.settings import GatewaySettings
 from gateway.status import RequestRejected
@@ -98,6 +107,7 @@ class Supervisor:
         self._metrics_dir = runtime_dir / "metrics"
         self._workers: dict[int, _Worker] = {}
         self._routes: dict[str, RouteConfig] | None = None  # the cluster's table once a worker reported one
+        self._plan = read_plan(settings.state_dir)  # the releases every worker serves
         self._lock = asyncio.Lock()  # route changes and worker registrations, one at a time
         self._restarts: list[float] = []
         self._context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited loop or threads
@@ -256,21 +266,28 @@ class Supervisor:
     async def _on_request(self, channel: ControlChannel, message: Message) -> Message:
         op = message.get("op")
         if op == "ready":
-            await self._register(channel, int(message["worker"]), str(message["routes"]))
+            await self._register(channel, int(message["worker"]), str(message["routes"]), str(message["plan"]))
             return {}
         if op == "set_routes":
             return await self._set_routes(message)
+        if op == "release":
+            return await self._release(message)
         raise ControlError("invalid_argument", f"unknown operation {op!r}")
 
-    async def _register(self, channel: ControlChannel, index: int, routes: str) -> None:
+    async def _register(self, channel: ControlChannel, index: int, routes: str, plan: str) -> None:
         worker = self._workers.get(index)
         if worker is None:
             raise ControlError("failed_precondition", f"no worker {index} is running")
         async with self._lock:
+            reported = without_release_routes(parse_routes(routes))
             if self._routes is None:
-                self._routes = parse_routes(routes)
-            elif parse_routes(routes) != self._routes:  # started after a change: bring it up to date
+                self._routes = reported
+            elif reported != self._routes:  # started after a change: bring it up to date
                 await channel.request({"op": "swap_routes", "routes": routes_json(self._routes)})
+            if ReleasePlan.from_json(plan) != self._plan:  # it read the state file before a change landed
+                current = self._plan.to_json()
+                await channel.request({"op": "prepare_release", "plan": current}, timeout_s=_STARTUP_TIMEOUT_S)
+                await channel.request({"op": "commit_release", "plan": current}, timeout_s=_STARTUP_TIMEOUT_S)
             worker.channel = channel
             worker.ready.set()
         log.info("worker ready", extra={"worker": index, "pid": worker.process.pid})
@@ -295,6 +312,36 @@ class Supervisor:
                 self._routes = new
                 log.warning("routes changed on every worker", extra={"workers": done})
             return {"before": routes_json(current), "after": table}
+
+    async def _release(self, message: Message) -> Message:
+        """Apply or roll back a release on every worker: prepare on all (each loads and validates), then
+        commit on all, then save the plan; the answer comes after the last commit."""
+        async with self._lock:
+            try:
+                if message.get("action") == "rollback":
+                    plan = self._plan.rolled_back()
+                    validate: list[str] = []
+                else:
+                    manifest = str(message["manifest"])
+                    plan = self._plan.applied(manifest, canary_share=float(message.get("canary_share", 0.0)))
+                    validate = [manifest]
+            except PlanError as error:
+                raise ControlError("failed_precondition", str(error)) from None
+            ready = [w for w in self._workers.values() if w.channel is not None and w.ready.is_set()]
+            prepare = {"op": "prepare_release", "plan": plan.to_json(), "validate": validate}
+            answers = await asyncio.gather(*(self._ask(w, prepare) for w in ready), return_exceptions=True)
+            for worker, answer in zip(ready, answers, strict=True):
+                if isinstance(answer, ControlError):
+                    raise ControlError(answer.code, f"worker {worker.index}: {answer.message}")
+                if isinstance(answer, BaseException):
+                    raise ControlError("internal", f"worker {worker.index}: {answer}")
+            report: list[str] = next((list(a.get("report", [])) for a in answers if isinstance(a, dict)), [])
+            if not message.get("dry_run"):
+                await self._on_every(ready, {"op": "commit_release", "plan": plan.to_json()})
+                save_plan(self.settings.state_dir, plan)
+                self._plan = plan
+                log.warning("releases changed on every worker", extra={"stable": plan.stable, "canary": plan.canary})
+            return {"plan": self._plan.to_json() if message.get("dry_run") else plan.to_json(), "report": report}
 
     async def _on_every(self, workers: list[_Worker], request: Message, *, undo: str | None = None) -> int:
         """`request` on every worker at once; the first failure is raised naming its worker. With `undo`
@@ -374,6 +421,16 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
 
         async def on_request(message: Message) -> Message:
             op = message.get("op")
+            if op == "prepare_release":
+                try:
+                    plan = ReleasePlan.from_json(str(message["plan"]))
+                    reports = await gateway.app.releases.prepare(plan, validate=list(message.get("validate", [])))
+                except ReleaseRejected as error:
+                    raise ControlError("failed_precondition", str(error)) from None
+                return {"report": report_lines(reports)}
+            if op == "commit_release":
+                gateway.app.releases.commit(ReleasePlan.from_json(str(message["plan"])))
+                return {}
             if op in ("check_routes", "swap_routes"):
                 try:
                     routes = parse_routes(str(message["routes"]))
@@ -388,12 +445,22 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
         listening = asyncio.ensure_future(channel.serve())
         # The supervisor gone (killed, crashed): nobody would stop this worker any more, so it stops itself.
         listening.add_done_callback(lambda _done: stop.set())
-        gateway = GatewayServer(settings, route_changes=ClusterRouteChanges(channel), reuse_port=True)
+        gateway = GatewayServer(
+            settings,
+            route_changes=ClusterRouteChanges(channel),
+            release_changes=ClusterReleaseChanges(channel),
+            reuse_port=True,
+        )
 
         async def register() -> None:
             # Before the port takes calls: the supervisor first brings this worker to the current routes.
             await channel.request(
-                {"op": "ready", "worker": index, "routes": routes_json(gateway.app.router.routes)},
+                {
+                    "op": "ready",
+                    "worker": index,
+                    "routes": routes_json(gateway.app.router.routes),
+                    "plan": gateway.app.releases.plan.to_json(),
+                },
                 timeout_s=_STARTUP_TIMEOUT_S,
             )
 

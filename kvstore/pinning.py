@@ -79,6 +79,7 @@ class PinnedStore(StoreDecorator):
         super().__init__(inner)
         self.mode = mode
         self.pins: dict[str, str] = dict(pins or {})
+        self._released: dict[str, frozenset[str]] = {}
         self._manifest = manifest
         self._alerted: set[tuple[str, str]] = set()
         self._mismatches = Counter(
@@ -96,10 +97,15 @@ class PinnedStore(StoreDecorator):
                 log.warning("no model manifest at %s: table versions are not pinned", self._manifest)
         await super().start()
 
+    def allow_released(self, pins: Mapping[str, frozenset[str]]) -> None:
+        """Table -> the versions the releases in force pin (a canary and its stable release may pin two):
+        reads at those versions pass the check too. Replaces what an earlier call allowed (one assignment)."""
+        self._released = dict(pins)
+
     def check(self, table: str, version: str) -> None:
         """Apply the policy to a read of `table` at `version` (raises `VersionMismatch` when refused)."""
         pinned = self.pins.get(table)
-        if pinned is None or pinned == version or self.mode == "off":
+        if pinned is None or pinned == version or self.mode == "off" or version in self._released.get(table, ()):
             return
         self._mismatches.labels(table, self.mode).inc()
         if self.mode == "refuse":

@@ -233,3 +233,7 @@ main.add_command(candidates)
 from quasar.cli_index import index  # noqa: E402
 
 main.add_command(index)
+
+from quasar.cli_deploy import deploy  # noqa: E402
+
+main.add_command(deploy)

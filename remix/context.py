@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar
+
+import numpy as np
 
 from remix.budget import Budget
 from remix.failures import Failure
@@ -14,13 +18,46 @@ from remix.trace import Trace
 T = TypeVar("T")
 
 
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_TENSORS: Mapping[str, np.ndarray] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
+class Serving:
+    """What serves one request, fixed when it starts, so no answer mixes two releases.
+
+    `release` and `arm` name the release and the assignment arm (`stable`, `canary`; empty when no release
+    is applied). `table_pins`: table -> the version this request reads (they win over the store's current
+    versions). `model_routes`: logical model -> the route that serves it for this request (a release
+    installs its routes under their own names); a model not listed is served by the route of its own name.
+    """
+
+    release: str = ""
+    arm: str = ""
+    table_pins: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    model_routes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    def route(self, model: str) -> str:
+        return self.model_routes.get(model, model)
+
+
+NO_RELEASE = Serving()
+
+
+@dataclass(frozen=True, eq=False)  # identity: it holds arrays, whose == is elementwise
 class ModelUse:
-    """A model call the request depended on (reported as model versions; replayable later)."""
+    """A model call the request depended on: reported as model versions, watched by health tracking,
+    captured for replay. `route` is the route that served it (see `Serving.model_routes`); `rows` the
+    candidate ids of the input rows; `inputs`/`outputs` the tensors as sent and received (references,
+    never copied: nothing mutates them after the call)."""
 
     model: str
     target: str
     version: str
+    route: str = ""
+    rows: np.ndarray | None = None
+    inputs: Mapping[str, np.ndarray] = field(default_factory=lambda: _NO_TENSORS, repr=False)
+    outputs: Mapping[str, np.ndarray] = field(default_factory=lambda: _NO_TENSORS, repr=False)
 
 
 @dataclass
@@ -34,6 +71,7 @@ class Context:
 
     request: FeedRequest
     budget: Budget
+    serving: Serving = NO_RELEASE
     trace: Trace = field(default_factory=Trace)
     failures: list[Failure] = field(default_factory=list)
     table_versions: dict[str, str] = field(default_factory=dict)

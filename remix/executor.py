@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from remix.budget import Budget, Clock
-from remix.context import Context
+from remix.context import NO_RELEASE, Context, Serving
 from remix.request import FeedRequest
 from remix.workflow import Workflow
 
@@ -17,10 +17,18 @@ def request_timeout_s(workflow: Workflow, timeout_s: float | None) -> float | No
 
 
 def new_context(
-    workflow: Workflow, request: FeedRequest, *, timeout_s: float | None = None, clock: Clock = time.monotonic
+    workflow: Workflow,
+    request: FeedRequest,
+    *,
+    timeout_s: float | None = None,
+    clock: Clock = time.monotonic,
+    serving: Serving = NO_RELEASE,
 ) -> Context:
-    """A fresh context for `request`, its budget starting now on `clock` (see `request_timeout_s`)."""
-    return Context(request=request, budget=Budget.from_timeout(request_timeout_s(workflow, timeout_s), clock))
+    """A fresh context for `request`, its budget starting now on `clock` (see `request_timeout_s`), served
+    by `serving` (the release snapshot the request keeps to its end)."""
+    return Context(
+        request=request, budget=Budget.from_timeout(request_timeout_s(workflow, timeout_s), clock), serving=serving
+    )
 
 
 async def execute(workflow: Workflow, ctx: Context) -> None:
@@ -36,13 +44,18 @@ async def execute(workflow: Workflow, ctx: Context) -> None:
 
 
 async def run_workflow(
-    workflow: Workflow, request: FeedRequest, *, timeout_s: float | None = None, clock: Clock = time.monotonic
+    workflow: Workflow,
+    request: FeedRequest,
+    *,
+    timeout_s: float | None = None,
+    clock: Clock = time.monotonic,
+    serving: Serving = NO_RELEASE,
 ) -> Context:
     """Run `workflow` for `request`; the context holds the slots, `failures` (degraded) and the trace.
 
     `timeout_s` is the caller's deadline in seconds from now (None: only the workflow's default).
     Raises as `execute` does.
     """
-    ctx = new_context(workflow, request, timeout_s=timeout_s, clock=clock)
+    ctx = new_context(workflow, request, timeout_s=timeout_s, clock=clock, serving=serving)
     await execute(workflow, ctx)
     return ctx

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVING = ("gateway", "remix", "engines", "kvstore", "features")
+SERVING = ("gateway", "remix", "engines", "kvstore", "features", "health")
 
 
 def _imports(path: Path) -> set[str]:

@@ -332,6 +332,7 @@ def build_world(
     from quasar.demo import feed_product as product
     from quasar.demo import first_pass, onnx_export, ranker
     from quasar.demo.interactions import generate_interactions
+    from quasar.demo.release import write_release
     from quasar.demo.tables import feed_tables
 
     out_dir = Path(out_dir)
@@ -481,6 +482,22 @@ def build_world(
 
     with stages.stage("store tables", f"{len(tables)} tables"):
         entries = {table: _write_table(store_dir, table, ids, rows, seed) for table, (ids, rows) in tables.items()}
+    with stages.stage("release", "validation sample, offline sketches"):
+        heldout_args = (seen.member_id[heldout_rows], seen.item_id[heldout_rows], now_s, fp_score[heldout_rows])
+        heldout_inputs = _assemble(rk_plan, served_reader, rk_signature.inputs, *heldout_args)
+        heldout_scores = onnx_export.run_onnx(onnx_path, heldout_inputs[RANKER_INPUT])
+        ranker_tables = {view.table: entries[view.table].version for view in rk_plan.views}
+        release_path = write_release(
+            out_dir,
+            name=f"{product.RANKER_MODEL}-{ranker_version[:12]}",
+            signature=rk_signature,
+            engine="local_onnx",
+            model_file=onnx_path,
+            tables=ranker_tables,
+            inputs=heldout_inputs,
+            outputs={RANKER_OUTPUT: heldout_scores},
+        )
+    console.print(f"  release: {release_path.relative_to(out_dir)} ({len(heldout_rows)} held-out rows sketched)")
     with stages.stage("ann index", "job_topics"):
         index = build_from_embedded(store_dir, "job_topics", entries["job_topics"].version, seed=seed)
         target = index_dir(out_dir / "indexes", "job_topics", entries["job_topics"].version)

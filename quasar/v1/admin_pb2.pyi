@@ -19,6 +19,133 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ApplyReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_PATH_FIELD_NUMBER: _builtins.int
+    CANARY_PERCENT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    manifest_path: _builtins.str
+    """Path of the release manifest on the gateway's file system (its artifacts are relative to it)."""
+    canary_percent: _builtins.float
+    """0: the release becomes the stable one. (0, 100]: it serves that share of members as a canary."""
+    dry_run: _builtins.bool
+    """Validate and load, but do not switch."""
+    def __init__(
+        self,
+        *,
+        manifest_path: _builtins.str = ...,
+        canary_percent: _builtins.float = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_percent", b"canary_percent", "dry_run", b"dry_run", "manifest_path", b"manifest_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyReleaseRequest: _TypeAlias = ApplyReleaseRequest  # noqa: Y015
+
+@_typing.final
+class RollbackReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackReleaseRequest: _TypeAlias = RollbackReleaseRequest  # noqa: Y015
+
+@_typing.final
+class GetReleasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReleasesRequest: _TypeAlias = GetReleasesRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    ok: _builtins.bool
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "name", b"name", "ok", b"ok"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseCheck: _TypeAlias = ReleaseCheck  # noqa: Y015
+
+@_typing.final
+class ReleaseStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STABLE_FIELD_NUMBER: _builtins.int
+    STABLE_MANIFEST_FIELD_NUMBER: _builtins.int
+    CANARY_FIELD_NUMBER: _builtins.int
+    CANARY_MANIFEST_FIELD_NUMBER: _builtins.int
+    CANARY_PERCENT_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    stable: _builtins.str
+    """The stable release and its manifest ("" when none: the deployment's own routes and pins serve)."""
+    stable_manifest: _builtins.str
+    canary: _builtins.str
+    canary_manifest: _builtins.str
+    canary_percent: _builtins.float
+    @_builtins.property
+    def history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Earlier stable releases, most recent last (what rollback restores)."""
+
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleaseCheck]:
+        """Validation checks of the release an ApplyRelease call validated."""
+
+    def __init__(
+        self,
+        *,
+        stable: _builtins.str = ...,
+        stable_manifest: _builtins.str = ...,
+        canary: _builtins.str = ...,
+        canary_manifest: _builtins.str = ...,
+        canary_percent: _builtins.float = ...,
+        history: _abc.Iterable[_builtins.str] | None = ...,
+        checks: _abc.Iterable[Global___ReleaseCheck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "canary_manifest", b"canary_manifest", "canary_percent", b"canary_percent", "checks", b"checks", "history", b"history", "stable", b"stable", "stable_manifest", b"stable_manifest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseStatus: _TypeAlias = ReleaseStatus  # noqa: Y015
+
+@_typing.final
 class GetRoutesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

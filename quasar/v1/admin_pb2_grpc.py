@@ -47,6 +47,21 @@ class AdminServiceStub:
                 request_serializer=quasar_dot_v1_dot_admin__pb2.SetRoutesRequest.SerializeToString,
                 response_deserializer=quasar_dot_v1_dot_admin__pb2.SetRoutesResponse.FromString,
                 _registered_method=True)
+        self.ApplyRelease = channel.unary_unary(
+                '/quasar.v1.AdminService/ApplyRelease',
+                request_serializer=quasar_dot_v1_dot_admin__pb2.ApplyReleaseRequest.SerializeToString,
+                response_deserializer=quasar_dot_v1_dot_admin__pb2.ReleaseStatus.FromString,
+                _registered_method=True)
+        self.RollbackRelease = channel.unary_unary(
+                '/quasar.v1.AdminService/RollbackRelease',
+                request_serializer=quasar_dot_v1_dot_admin__pb2.RollbackReleaseRequest.SerializeToString,
+                response_deserializer=quasar_dot_v1_dot_admin__pb2.ReleaseStatus.FromString,
+                _registered_method=True)
+        self.GetReleases = channel.unary_unary(
+                '/quasar.v1.AdminService/GetReleases',
+                request_serializer=quasar_dot_v1_dot_admin__pb2.GetReleasesRequest.SerializeToString,
+                response_deserializer=quasar_dot_v1_dot_admin__pb2.ReleaseStatus.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -76,6 +91,34 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyRelease(self, request, context):
+        """ApplyRelease validates a release (tables at its pinned versions, every artifact's metadata against
+        its signature, its validation sample's scores, warm-up requests within budget), loads its artifacts
+        on every worker, then switches tables, pins and routes as one change: each request is served by
+        one release from start to end. With canary_percent, that share of members (sticky by member id)
+        gets the release and the rest keep the stable one. Errors:
+        INVALID_ARGUMENT     unreadable manifest, canary_percent out of (0, 100]
+        FAILED_PRECONDITION  validation failed (the report names each failed check)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackRelease(self, request, context):
+        """RollbackRelease drops the canary when there is one, else restores the previous stable release.
+        FAILED_PRECONDITION  nothing to roll back to
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReleases(self, request, context):
+        """GetReleases says which releases serve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -88,6 +131,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetRoutes,
                     request_deserializer=quasar_dot_v1_dot_admin__pb2.SetRoutesRequest.FromString,
                     response_serializer=quasar_dot_v1_dot_admin__pb2.SetRoutesResponse.SerializeToString,
+            ),
+            'ApplyRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyRelease,
+                    request_deserializer=quasar_dot_v1_dot_admin__pb2.ApplyReleaseRequest.FromString,
+                    response_serializer=quasar_dot_v1_dot_admin__pb2.ReleaseStatus.SerializeToString,
+            ),
+            'RollbackRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackRelease,
+                    request_deserializer=quasar_dot_v1_dot_admin__pb2.RollbackReleaseRequest.FromString,
+                    response_serializer=quasar_dot_v1_dot_admin__pb2.ReleaseStatus.SerializeToString,
+            ),
+            'GetReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReleases,
+                    request_deserializer=quasar_dot_v1_dot_admin__pb2.GetReleasesRequest.FromString,
+                    response_serializer=quasar_dot_v1_dot_admin__pb2.ReleaseStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -147,6 +205,87 @@ class AdminService:
             '/quasar.v1.AdminService/SetRoutes',
             quasar_dot_v1_dot_admin__pb2.SetRoutesRequest.SerializeToString,
             quasar_dot_v1_dot_admin__pb2.SetRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quasar.v1.AdminService/ApplyRelease',
+            quasar_dot_v1_dot_admin__pb2.ApplyReleaseRequest.SerializeToString,
+            quasar_dot_v1_dot_admin__pb2.ReleaseStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quasar.v1.AdminService/RollbackRelease',
+            quasar_dot_v1_dot_admin__pb2.RollbackReleaseRequest.SerializeToString,
+            quasar_dot_v1_dot_admin__pb2.ReleaseStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quasar.v1.AdminService/GetReleases',
+            quasar_dot_v1_dot_admin__pb2.GetReleasesRequest.SerializeToString,
+            quasar_dot_v1_dot_admin__pb2.ReleaseStatus.FromString,
             options,
             channel_credentials,
             insecure,

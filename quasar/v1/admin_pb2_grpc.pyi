@@ -48,6 +48,21 @@ class AdminServiceStub:
       FAILED_PRECONDITION  a target's engine does not serve its model (or cannot be asked now)
       ABORTED              expected_version is set and the routes changed since that version
     """
+    ApplyRelease: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ApplyReleaseRequest, _admin_pb2.ReleaseStatus]
+    """ApplyRelease validates a release (tables at its pinned versions, every artifact's metadata against
+    its signature, its validation sample's scores, warm-up requests within budget), loads its artifacts
+    on every worker, then switches tables, pins and routes as one change: each request is served by
+    one release from start to end. With canary_percent, that share of members (sticky by member id)
+    gets the release and the rest keep the stable one. Errors:
+      INVALID_ARGUMENT     unreadable manifest, canary_percent out of (0, 100]
+      FAILED_PRECONDITION  validation failed (the report names each failed check)
+    """
+    RollbackRelease: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RollbackReleaseRequest, _admin_pb2.ReleaseStatus]
+    """RollbackRelease drops the canary when there is one, else restores the previous stable release.
+      FAILED_PRECONDITION  nothing to roll back to
+    """
+    GetReleases: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetReleasesRequest, _admin_pb2.ReleaseStatus]
+    """GetReleases says which releases serve."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -69,6 +84,21 @@ class AdminServiceAsyncStub(AdminServiceStub):
       FAILED_PRECONDITION  a target's engine does not serve its model (or cannot be asked now)
       ABORTED              expected_version is set and the routes changed since that version
     """
+    ApplyRelease: _aio.UnaryUnaryMultiCallable[_admin_pb2.ApplyReleaseRequest, _admin_pb2.ReleaseStatus]  # type: ignore[assignment]
+    """ApplyRelease validates a release (tables at its pinned versions, every artifact's metadata against
+    its signature, its validation sample's scores, warm-up requests within budget), loads its artifacts
+    on every worker, then switches tables, pins and routes as one change: each request is served by
+    one release from start to end. With canary_percent, that share of members (sticky by member id)
+    gets the release and the rest keep the stable one. Errors:
+      INVALID_ARGUMENT     unreadable manifest, canary_percent out of (0, 100]
+      FAILED_PRECONDITION  validation failed (the report names each failed check)
+    """
+    RollbackRelease: _aio.UnaryUnaryMultiCallable[_admin_pb2.RollbackReleaseRequest, _admin_pb2.ReleaseStatus]  # type: ignore[assignment]
+    """RollbackRelease drops the canary when there is one, else restores the previous stable release.
+      FAILED_PRECONDITION  nothing to roll back to
+    """
+    GetReleases: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetReleasesRequest, _admin_pb2.ReleaseStatus]  # type: ignore[assignment]
+    """GetReleases says which releases serve."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService is served only when the gateway is configured with an admin token
@@ -99,5 +129,38 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
           FAILED_PRECONDITION  a target's engine does not serve its model (or cannot be asked now)
           ABORTED              expected_version is set and the routes changed since that version
         """
+
+    @_abc_1.abstractmethod
+    def ApplyRelease(
+        self,
+        request: _admin_pb2.ApplyReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReleaseStatus, _abc.Awaitable[_admin_pb2.ReleaseStatus]]:
+        """ApplyRelease validates a release (tables at its pinned versions, every artifact's metadata against
+        its signature, its validation sample's scores, warm-up requests within budget), loads its artifacts
+        on every worker, then switches tables, pins and routes as one change: each request is served by
+        one release from start to end. With canary_percent, that share of members (sticky by member id)
+        gets the release and the rest keep the stable one. Errors:
+          INVALID_ARGUMENT     unreadable manifest, canary_percent out of (0, 100]
+          FAILED_PRECONDITION  validation failed (the report names each failed check)
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackRelease(
+        self,
+        request: _admin_pb2.RollbackReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReleaseStatus, _abc.Awaitable[_admin_pb2.ReleaseStatus]]:
+        """RollbackRelease drops the canary when there is one, else restores the previous stable release.
+          FAILED_PRECONDITION  nothing to roll back to
+        """
+
+    @_abc_1.abstractmethod
+    def GetReleases(
+        self,
+        request: _admin_pb2.GetReleasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReleaseStatus, _abc.Awaitable[_admin_pb2.ReleaseStatus]]:
+        """GetReleases says which releases serve."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -237,12 +237,17 @@ class GetFeedResponse(_message.Message):
     MODEL_VERSIONS_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
     SERVER_MS_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     degraded: _builtins.bool
     """True when an optional step failed or ran out of time and the answer is partial."""
     workflow: _builtins.str
     workflow_version: _builtins.str
     server_ms: _builtins.float
+    release: _builtins.str
+    """The release that served the request ("" when none is applied) and the member's arm: stable | canary."""
+    arm: _builtins.str
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedItem]: ...
     @_builtins.property
@@ -265,10 +270,12 @@ class GetFeedResponse(_message.Message):
         model_versions: _abc.Iterable[Global___ModelVersion] | None = ...,
         trace: _abc.Iterable[Global___StepTrace] | None = ...,
         server_ms: _builtins.float = ...,
+        release: _builtins.str = ...,
+        arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "degraded_reasons", b"degraded_reasons", "items", b"items", "model_versions", b"model_versions", "request_id", b"request_id", "server_ms", b"server_ms", "trace", b"trace", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "degraded", b"degraded", "degraded_reasons", b"degraded_reasons", "items", b"items", "model_versions", b"model_versions", "release", b"release", "request_id", b"request_id", "server_ms", b"server_ms", "trace", b"trace", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

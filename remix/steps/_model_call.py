@@ -12,18 +12,33 @@ from remix.context import Context, ModelUse
 from remix.failures import Category, DependencyFailure, Failure
 
 
-async def infer(ctx: Context, step: str, models: Models, model: str, inputs: Tensors) -> dict[str, np.ndarray]:
-    """Calls `model` with the request's remaining budget and returns its outputs.
+async def infer(
+    ctx: Context, step: str, models: Models, model: str, inputs: Tensors, *, rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Calls `model` through the route the request's release names for it (`ctx.serving`), with the
+    request's remaining budget, and returns its outputs. `rows`: the candidate ids of the input rows.
 
-    The call is appended to `ctx.models` (the request depended on it); a `degraded_reason` (e.g. a
-    fallback target answered) marks the request degraded without failing the step.
+    The call is appended to `ctx.models` (the request depended on it; health tracking and capture read
+    it); a `degraded_reason` (e.g. a fallback target answered) marks the request degraded without failing
+    the step.
     """
+    route = ctx.serving.route(model)
     with spans.span(f"model {model}", {"quasar.model": model}) as span:
-        call = await models.infer(model, inputs, timeout_s=ctx.budget.remaining_s(), routing_key=ctx.request.member_id)
+        call = await models.infer(route, inputs, timeout_s=ctx.budget.remaining_s(), routing_key=ctx.request.member_id)
         if span is not None:
             span.set_attribute("quasar.target", call.target)
             span.set_attribute("quasar.model_version", call.version)
-    ctx.models.append(ModelUse(model=model, target=call.target, version=call.version))
+    ctx.models.append(
+        ModelUse(
+            model=model,
+            target=call.target,
+            version=call.version,
+            route=route,
+            rows=rows,
+            inputs=inputs,
+            outputs=call.outputs,
+        )
+    )
     if call.degraded_reason is not None:
         ctx.degrade(Failure(step=step, category=Category.DEPENDENCY, message=f"{model}: {call.degraded_reason}"))
     return call.outputs

@@ -16,12 +16,19 @@ F32 = npt.NDArray[np.float32]
 
 
 async def head_scores(
-    ctx: Context, step: str, models: Models, signature: ModelSignature, inputs: DeclaredInputs, frame: Frame
+    ctx: Context,
+    step: str,
+    models: Models,
+    signature: ModelSignature,
+    inputs: DeclaredInputs,
+    frame: Frame,
+    *,
+    rows: npt.NDArray[np.int64] | None = None,
 ) -> F32:
     """float32 (n, len(signature.heads)): each output's columns, in the signature's head order. A missing,
-    mis-shaped or non-finite output is a DependencyFailure (see `output`)."""
+    mis-shaped or non-finite output is a DependencyFailure (see `output`). `rows`: the candidates' ids."""
     tensors = inputs.plan.tensors(frame, signature.inputs)
-    outputs = await infer(ctx, step, models, signature.model, tensors)
+    outputs = await infer(ctx, step, models, signature.model, tensors, rows=rows)
     columns = []
     for name, heads in signature.outputs.items():
         shape = (frame.n,) if len(heads) == 1 else (frame.n, len(heads))

@@ -126,7 +126,7 @@ class CoalescedScorer:
         ids = callers[0].ids if len(callers) == 1 else np.concatenate([c.ids for c in callers])
         frame, _ = await self.inputs.frame(ctx, ids)
         steps = "+".join(c.step for c in callers)
-        scores = (await head_scores(ctx, steps, self._models, self._signature, self.inputs, frame))[:, 0]
+        scores = (await head_scores(ctx, steps, self._models, self._signature, self.inputs, frame, rows=ids))[:, 0]
         start = 0
         for caller in callers:
             stop = start + len(caller.ids)

@@ -44,8 +44,9 @@ class Features:
     """Reads QUERY; writes TABLE_VERSIONS (also copied into `ctx.table_versions`), `member_rows_key(view)`
     per configured view ((1, width), declared defaults where the member has no row) and MEMBER_DEFAULTED.
 
-    The current version of every declared table is resolved here, once, per store; later steps read at
-    those versions only, so one request never mixes two versions of a table. A member without a row (a cold
+    The current version of every declared table is resolved here, once, per store, and the request's
+    release pins (`ctx.serving.table_pins`) override it; later steps read at those versions only, so one
+    request never mixes two versions of a table, nor two releases. A member without a row (a cold
     start) is not a failure. A table with no current version, or any store error, is a DependencyFailure:
     the workflow decides with a fallback (`features.defaults`) whether the request goes on without it.
     """
@@ -61,6 +62,7 @@ class Features:
         for view in services.registry.views.values():
             tables.setdefault(view.store, set()).add(view.table)
         self._tables = {store: sorted(names) for store, names in tables.items()}
+        self._all_tables = frozenset(t for names in tables.values() for t in names)
         self.writes: frozenset[Key[Any]] = frozenset(
             {TABLE_VERSIONS, MEMBER_DEFAULTED, *(member_rows_key(v.name) for v in self._views)}
         )
@@ -70,6 +72,9 @@ class Features:
         versions: dict[str, str] = {}
         for found in resolved:
             versions.update(found)
+        pins = ctx.serving.table_pins
+        if pins:
+            versions.update((table, version) for table, version in pins.items() if table in self._all_tables)
         missing = sorted(t for tables in self._tables.values() for t in tables if t not in versions)
         if missing:
             raise DependencyFailure(f"no current version of tables {missing}", step=self.name)

@@ -3,7 +3,7 @@
 Producers: `rewrite` writes QUERY and EXPERIMENT_BUCKET; `features` writes TABLE_VERSIONS, one
 `member_rows_key(view)` per request-keyed view it reads, and MEMBER_DEFAULTED; each source writes
 `source_key(its step name)`; `merge` writes MERGED; `filter` writes FILTERED; `rank` (or its fallback
-`rank.first_pass_order`) writes RANKED and FEATURES_MISSING; `blend` writes FEED, the list the gateway
+`rank.first_pass_order`) writes RANKED, FEATURES_MISSING and UTILITY_WEIGHTS; `blend` writes FEED, the list the gateway
 answers with.
 """
 
@@ -59,6 +59,10 @@ RANKED: Key[Candidates] = Key("candidates.ranked", Candidates)
 
 FEATURES_MISSING: Key[Mapping[str, int]] = Key("rank.features_missing", Mapping)
 """View -> number of rows the rank step read that were missing (replaced by the declared defaults)."""
+
+UTILITY_WEIGHTS: Key[Mapping[str, float]] = Key("rank.utility_weights", Mapping)
+"""Head -> weight of the utility RANKED is ordered by (empty when the fallback ordered by first-pass score):
+replay recomputes a captured request's order from other scores with it."""
 
 FEED: Key[Candidates] = Key("feed", Candidates)
 """The final list, at most `Query.count` items by utility descending: what the gateway answers with."""

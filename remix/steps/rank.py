@@ -21,7 +21,7 @@ from remix.keys import Key
 from remix.registry import StepParams, StepType
 from remix.steps._model_scores import head_scores
 from remix.steps.candidates import F32, Candidates
-from remix.steps.keys import CANDIDATE_KEYS, FEATURES_MISSING, RANKED
+from remix.steps.keys import CANDIDATE_KEYS, FEATURES_MISSING, RANKED, UTILITY_WEIGHTS
 from remix.steps.scoring import signature_inputs
 from remix.steps.services import Services
 
@@ -69,7 +69,7 @@ class Rank:
     input order.
     """
 
-    writes: frozenset[Key[Any]] = frozenset({RANKED, FEATURES_MISSING})
+    writes: frozenset[Key[Any]] = frozenset({RANKED, FEATURES_MISSING, UTILITY_WEIGHTS})
     optional_reads: frozenset[Key[Any]] = frozenset()
 
     def __init__(self, name: str, params: RankParams, services: Services) -> None:
@@ -82,6 +82,7 @@ class Rank:
                 f"weights name heads {unknown} model {params.model!r} does not have (heads: {list(heads)})"
             )
         self._weights = weight_vector(params.weights, heads)
+        self._weights_by_head = MappingProxyType({h: float(w) for h, w in zip(heads, self._weights, strict=True)})
         self._models = services.models
         self._inputs = signature_inputs(services, self._signature, step=name)
         self._candidates = CANDIDATE_KEYS[params.candidates]
@@ -90,6 +91,7 @@ class Rank:
     async def __call__(self, ctx: Context) -> None:
         candidates = ctx.get(self._candidates)
         heads = self._signature.heads
+        ctx.set(UTILITY_WEIGHTS, self._weights_by_head)
         if len(candidates) == 0:
             empty = np.empty((0, len(heads)), np.float32)
             ctx.set(RANKED, candidates.with_scores(empty, heads, np.empty(0, np.float32)))
@@ -98,7 +100,9 @@ class Rank:
         frame, missing = await self._inputs.frame(
             ctx, candidates.item_id, {"first_pass_score": candidates.first_pass_score}, candidates.features
         )
-        scores = await head_scores(ctx, self.name, self._models, self._signature, self._inputs, frame)
+        scores = await head_scores(
+            ctx, self.name, self._models, self._signature, self._inputs, frame, rows=candidates.item_id
+        )
         ctx.set(RANKED, by_utility(candidates, scores, heads, self._weights))
         ctx.set(FEATURES_MISSING, MappingProxyType(missing))
 
@@ -110,14 +114,15 @@ class FirstPassOrderParams(StepParams):
 
 
 class FirstPassOrder:
-    """Fallback for `rank`: writes RANKED with utility = first-pass score, ordered by it.
+    """Fallback for `rank`: writes RANKED with utility = first-pass score, ordered by it (UTILITY_WEIGHTS
+    empty).
 
     No second pass ran, so RANKED has `scores` None and `objectives` () (not zeros: a client must not read
     a 0 click probability into it). FEATURES_MISSING is written empty: nothing was read.
     """
 
     optional_reads: frozenset[Key[Any]] = frozenset()
-    writes: frozenset[Key[Any]] = frozenset({RANKED, FEATURES_MISSING})
+    writes: frozenset[Key[Any]] = frozenset({RANKED, FEATURES_MISSING, UTILITY_WEIGHTS})
 
     def __init__(self, name: str, params: FirstPassOrderParams, services: Services) -> None:
         self.name = name
@@ -130,6 +135,7 @@ class FirstPassOrder:
         ranked = candidates.take(order)
         ctx.set(RANKED, replace(ranked, scores=None, objectives=(), utility=ranked.first_pass_score.copy()))
         ctx.set(FEATURES_MISSING, MappingProxyType({}))
+        ctx.set(UTILITY_WEIGHTS, MappingProxyType({}))
 
 
 RANK = StepType("rank", RankParams, Rank)
