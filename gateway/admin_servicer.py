@@ -15,7 +15,7 @@ from gateway.release_changes import LocalReleaseChanges, ReleaseChanges
 from gateway.release_manifest import ReleaseError, load_release
 from gateway.release_plan import ReleasePlan
 from gateway.releases import ReleaseManager, ReleaseRejected
-from gateway.route_changes import LocalRouteChanges, RouteChanges
+from gateway.route_changes import LocalRouteChanges, RouteChanges, without_release_routes
 from gateway.route_merge import parse_routes, routes_json, routes_version
 from gateway.status import Aborter, failed_precondition, invalid_argument, unauthenticated, unimplemented
 from quasar.v1 import admin_pb2, admin_pb2_grpc
@@ -59,7 +59,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._authorize(context)
         except Exception as error:
             await self._aborter.abort(context, error, method="GetRoutes")
-        routes = self._router.routes
+        routes = without_release_routes(self._router.routes)  # a release's routes change with `deploy` only
         return admin_pb2.GetRoutesResponse(
             routes_json=routes_json(routes),
             engines=sorted(self._router.engine_names),

@@ -110,7 +110,7 @@ class LocalRouteChanges:
         dry_run: bool,
     ) -> RouteChange:
         async with self._lock:
-            current = self._router.routes
+            current = without_release_routes(self._router.routes)
             new = planned(current, updates, remove, expected_version)
             await put_in_force(self._router, new, dry_run=dry_run)
         return RouteChange(current, new)

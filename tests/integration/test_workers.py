@@ -261,3 +261,39 @@ async def test_a_worker_that_dies_is_replaced_and_brought_to_the_current_routes(
             metadata=AUTH,
             timeout=30,
         )
+
+
+async def releases_seen_on_fresh_connections(target: str) -> set[str]:
+    seen = set()
+    for member in range(1, FRESH_CONNECTIONS + 1):
+        async with grpc.aio.insecure_channel(target) as channel:
+            reply = await feed_pb2_grpc.FeedServiceStub(channel).GetFeed(
+                feed_pb2.GetFeedRequest(member_id=member, count=5), timeout=10
+            )
+            (ranker,) = [m.target for m in reply.model_versions if m.model == "feed_ranker"]
+            seen.add((reply.release, ranker))
+    return seen
+
+
+async def test_a_release_is_in_force_on_every_worker_when_acknowledged_and_on_a_replacement(
+    cluster: Cluster, small_world: Path
+) -> None:
+    (manifest,) = sorted((small_world / "releases").glob("*.yaml"))
+    release = yaml.safe_load(manifest.read_text())["release"]
+    async with grpc.aio.insecure_channel(cluster.target) as channel:
+        status = await admin_pb2_grpc.AdminServiceStub(channel).ApplyRelease(
+            admin_pb2.ApplyReleaseRequest(manifest_path=str(manifest)), metadata=AUTH, timeout=120
+        )
+    assert status.stable == release
+    assert any(check.name == "scores on local_onnx" and check.ok for check in status.checks)
+    expected = {(release, f"local_onnx/feed_ranker@{release}")}
+    assert await releases_seen_on_fresh_connections(cluster.target) == expected
+
+    metrics = await asyncio.to_thread(scrape, cluster.metrics_url)
+    pids = sorted(set(re.findall(r'quasar_engine_breaker_state\{[^}]*pid="(\d+)"', metrics)))
+    seen = len(cluster.output)
+    os.kill(int(pids[-1]), signal.SIGKILL)
+    await wait_for_line(cluster, r'"message":\s*"worker died"', after=seen)
+    await wait_for_line(cluster, r'"message":\s*"worker ready"', after=seen)
+    # The replacement started without the release (no state directory) and was given it before serving.
+    assert await releases_seen_on_fresh_connections(cluster.target) == expected
