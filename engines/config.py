@@ -196,12 +196,14 @@ class RouteConfig(_Config):
     """Where a logical model goes: one of `targets` by weight (sticky per routing key), then `fallback`
     in order when that fails. Every `shadow` target is also called, in the background: never answered
     from, never waited for; beyond `max_shadow_in_flight` unfinished shadow calls of this route, new
-    ones are dropped (and counted)."""
+    ones are dropped (and counted). Each shadow answer is compared with the caller's answer
+    (`engines.shadow_diff`), the top-K overlap over the `shadow_top_k` highest-scored rows."""
 
     targets: Annotated[list[TargetConfig], Field(min_length=1)]
     fallback: list[TargetConfig] = Field(default_factory=list)
     shadow: list[TargetConfig] = Field(default_factory=list)
     max_shadow_in_flight: PositiveInt = 16
+    shadow_top_k: PositiveInt = 50
 
     @model_validator(mode="after")
     def _some_weight(self) -> RouteConfig:

@@ -9,7 +9,7 @@ import functools
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from engines.config import BreakerConfig, RouteConfig, TargetConfig, undefined_e
 from engines.errors import BadInput, BadOutput, EngineError, EngineTimeout, ModelNotFound
 from engines.route_metrics import RouteMetrics, error_outcome
 from engines.route_signatures import signature_conflicts
-from engines.shadow import ShadowCalls
+from engines.shadow import DiffSink, DiffSpec, PrimaryAnswer, ShadowCalls
 from engines.types import ModelMetadata, ModelRef, Tensors
 
 
@@ -106,6 +106,7 @@ class _Route:
     fallback: tuple[_Target, ...]
     shadow: tuple[_Target, ...]
     max_shadow_in_flight: int
+    shadow_top_k: int
     cumulative: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -146,7 +147,9 @@ class Router:
 
     Each of the route's shadow targets is called too, in the background (`ShadowCalls`): with
     `min(its timeout_s, timeout_s)`, through its breaker, at most `max_shadow_in_flight` at once per
-    route, its answer discarded.
+    route. The caller never waits for it: its answer is compared, in its background task, with the
+    answer the caller got (`engines.shadow_diff`; heads named by `describe_outputs`, K of the top-K
+    overlap the route's `shadow_top_k`), into the shadow histograms of `metrics` and `on_diff`.
 
     Breakers are keyed by target label and survive route swaps while their config stays the same.
     `clock` (seconds, monotonic) drives breakers and call timings; `metrics` defaults to a private
@@ -161,11 +164,13 @@ class Router:
         *,
         metrics: RouteMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_diff: DiffSink | None = None,
     ) -> None:
         self._engines = dict(engines)
         self._metrics = metrics if metrics is not None else RouteMetrics()
         self._clock = clock
-        self._shadow = ShadowCalls(self._metrics)
+        self._shadow = ShadowCalls(self._metrics, on_diff=on_diff)
+        self._heads: dict[str, dict[str, tuple[str, ...]]] = {}  # logical model -> output -> head names
         self._breakers: dict[str, Breaker] = {}
         self._published: set[str] = set()  # target labels with a breaker gauge series
         self._routes, self._breakers = self._build(routes)
@@ -184,8 +189,22 @@ class Router:
         return None if breaker is None else breaker.state
 
     async def join_shadow(self) -> None:
-        """Wait for the shadow calls running now to finish."""
+        """Wait for the shadow calls running now to finish (their comparisons included)."""
         await self._shadow.join()
+
+    def describe_outputs(self, model: str, outputs: Mapping[str, Sequence[str]]) -> None:
+        """Name the heads of logical model `model`'s outputs for its shadow diffs: output name -> one head
+        name per column (the model signature's `outputs`). Then exactly these outputs are compared, and an
+        output given no heads is not compared at all; undescribed models are compared output by output
+        with columns labelled `<output>` or `<output>[<i>]`. Replaces an earlier description; survives
+        route swaps. Raises ValueError for an empty head name or one given twice."""
+        names = [head for heads in outputs.values() for head in heads]
+        if any(not name for name in names):
+            raise ValueError(f"{model}: empty head name in {dict(outputs)}")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{model}: head names given more than once: {repeated}")
+        self._heads[model] = {output: tuple(heads) for output, heads in outputs.items()}
 
     @property
     def routes(self) -> dict[str, RouteConfig]:
@@ -254,10 +273,36 @@ class Router:
 
     async def infer(self, model: str, inputs: Tensors, *, timeout_s: float | None, routing_key: int) -> RoutedCall:
         route = self._route(model)
+        if not route.shadow:
+            return await self._answer(route, model, inputs, timeout_s=timeout_s, routing_key=routing_key)
+        answer: asyncio.Future[PrimaryAnswer | None] = asyncio.get_running_loop().create_future()
+        diff = DiffSpec(answer, self._heads.get(model), route.shadow_top_k)
+        started = [
+            self._shadow.submit(
+                model,
+                shadow.label,
+                route.max_shadow_in_flight,
+                functools.partial(shadow.call, inputs, timeout_s=_min_timeout(shadow.config.timeout_s, timeout_s)),
+                diff=diff,
+            )
+            for shadow in route.shadow
+        ]
+        routed: RoutedCall | None = None
+        try:
+            routed = await self._answer(route, model, inputs, timeout_s=timeout_s, routing_key=routing_key)
+            return routed
+        finally:
+            # Resolved on every way out (failure and cancellation too), so no shadow task waits forever.
+            if routed is None or not any(started):
+                answer.set_result(None)
+            else:
+                answer.set_result(PrimaryAnswer.snapshot(routed.target, routed.outputs))
+
+    async def _answer(
+        self, route: _Route, model: str, inputs: Tensors, *, timeout_s: float | None, routing_key: int
+    ) -> RoutedCall:
+        """The chain of the class docstring: the primary, then the fallbacks."""
         primary = _choose(route, routing_key)
-        for shadow in route.shadow:
-            call = functools.partial(shadow.call, inputs, timeout_s=_min_timeout(shadow.config.timeout_s, timeout_s))
-            self._shadow.submit(model, shadow.label, route.max_shadow_in_flight, call)
         chain = [primary, *(target for target in route.fallback if target.label != primary.label)]
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
@@ -331,6 +376,7 @@ class Router:
                 fallback=tuple(self._target(name, t, breakers) for t in route.fallback),
                 shadow=tuple(self._target(name, t, breakers) for t in route.shadow),
                 max_shadow_in_flight=route.max_shadow_in_flight,
+                shadow_top_k=route.shadow_top_k,
             )
             for name, route in routes.items()
         }
