@@ -83,6 +83,39 @@ async def in_process_run(
     return latencies, wall, smallest
 
 
+async def health_overhead(world: Path, members: np.ndarray, count: int, rounds: int = 10) -> tuple[float, float]:
+    """In-process p50 with health tracking on and off, both serving the world's release, interleaved in
+    rounds (the host's noise falls on both alike). The two p50s in ms."""
+    from gateway.release_changes import LocalReleaseChanges
+    from health.monitor import HealthSettings
+
+    (release,) = sorted((world / "releases").glob("*.yaml"))
+    apps = {}
+    for label, enabled in (("on", True), ("off", False)):
+        app = FeedApp(GatewaySettings(world_dir=world, metrics_port=None, health=HealthSettings(enabled=enabled)))
+        await app.start()
+        await LocalReleaseChanges(app.releases).apply(str(release.resolve()), canary_share=0.0, dry_run=False)
+        apps[label] = app
+    samples: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        chunks = np.array_split(members, rounds)
+        for chunk in chunks:
+            for label in ("on", "off") if len(samples["on"]) % 2 == 0 else ("off", "on"):
+                app = apps[label]
+                for member in chunk.tolist():
+                    t0 = time.perf_counter()
+                    await app.get_feed(FeedRequest(request_id="h", member_id=member, count=count), timeout_s=None)
+                    samples[label].append((time.perf_counter() - t0) * 1e3)
+                await asyncio.sleep(0)  # the monitor's background task drains between rounds, as it would
+        health = apps["on"].health
+        if health is not None:
+            await health.flush()
+    finally:
+        for app in apps.values():
+            await app.close()
+    return float(np.percentile(samples["on"], 50)), float(np.percentile(samples["off"], 50))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, default=Path("var/world"))
@@ -101,6 +134,13 @@ async def main() -> None:
     floor_ms, floor_wall, smallest = await in_process_run(args.world, members, args.count, args.min_candidates)
     floor = show("in-process", floor_ms, floor_wall)
     print(f"every request merged >= {smallest} candidates into the second pass")
+
+    on_ms, off_ms = await health_overhead(args.world, members, args.count)
+    print(
+        f"\nhealth tracking (sketches of every feature and head, drift vs the release's offline sketches), "
+        f"in process, interleaved:\n  on p50 {on_ms:.2f} ms, off p50 {off_ms:.2f} ms: on/off {on_ms / off_ms:.3f}x "
+        f"(goal <= 1.05x)"
+    )
 
     # One process: the figures compare with the one-process in-process floor (workers: workers_throughput.py).
     gateway = start_gateway(["--world", str(args.world), "--workers", "1"])

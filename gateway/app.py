@@ -7,21 +7,37 @@ the floor under the gateway. Constructing it does no I/O; `start()` loads and co
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engines import Offloader, Router, build_engines
 from engines.candidate_client import GrpcCandidateClient
 from engines.route_metrics import RouteMetrics
-from features import check_signature_widths, check_views, load_registry, load_signature, load_signatures
+from engines.shadow_diff import ShadowDiff
+from features import (
+    FeatureRegistry,
+    ModelSignature,
+    check_signature_widths,
+    check_views,
+    load_registry,
+    load_signature,
+    load_signatures,
+)
+from gateway.artifact_age import ArtifactAges
+from gateway.capture import CaptureWriter
 from gateway.deployment import Deployment
 from gateway.metrics import GatewayMetrics
 from gateway.release_manifest import Release
 from gateway.releases import ReleaseManager, serving_of
 from gateway.settings import GatewaySettings
+from health.monitor import HealthMonitor
+from health.offline import OfflineStats, load_offline_stats
 from kvstore.base import EmbeddingStore
 from kvstore.config import EmbeddedStoreConfig, build_store
 from remix import Context, StepRegistry, StepType, Workflow, load_workflows, run_workflow
@@ -48,8 +64,11 @@ class FeedApp:
         metrics: GatewayMetrics | None = None,
         *,
         extra_step_types: Sequence[StepType[Any]] = (),
+        worker: str = "0",
     ) -> None:
-        """`extra_step_types` are registered beside the built-ins, so custom workflows can name them."""
+        """`extra_step_types` are registered beside the built-ins, so custom workflows can name them.
+        `worker`: this process's index under `--workers N` (names its health sketches and capture files;
+        worker "0" writes the shared drift history)."""
         self.settings = settings
         self._extra_step_types = tuple(extra_step_types)
         self.metrics = metrics or GatewayMetrics()
@@ -57,7 +76,12 @@ class FeedApp:
         self.deployment = Deployment(settings.world_dir)
         engines_config = settings.engines or self.deployment.engines_config()
         self._engines = build_engines(engines_config, self._offloader)
-        self._router = Router(engines_config.routes, self._engines, metrics=RouteMetrics(self.metrics.registry))
+        self._router = Router(
+            engines_config.routes,
+            self._engines,
+            metrics=RouteMetrics(self.metrics.registry),
+            on_diff=self._on_shadow_diff,
+        )
         self._candidate_services: dict[str, GrpcCandidateClient] = {
             name: config.build(name) for name, config in engines_config.candidate_services.items()
         }
@@ -72,6 +96,12 @@ class FeedApp:
         self._resources = Resources()
         self._workflows: dict[str, Workflow] = {}
         self._releases: ReleaseManager | None = None
+        self._health: HealthMonitor | None = None
+        self._artifact_ages: ArtifactAges | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._worker = worker
+        self._capture = CaptureWriter(settings.capture, self.metrics.registry, self._worker)
+        self._offline_cache: dict[Path, dict[str, OfflineStats]] = {}
 
     @property
     def workflow_names(self) -> frozenset[str]:
@@ -131,10 +161,72 @@ class FeedApp:
             warm_up=self._warm_up,
         )
         await self._releases.start()
+        for model, signature in signatures.items():
+            if model in routes:
+                self._router.describe_outputs(model, {o: list(h) for o, h in signature.outputs.items()})
+        await self._start_health(registry, signatures)
+        if self.settings.capture.rate > 0:
+            self._capture.start()
         log.info(
             "quasar app started",
             extra={"workflows": sorted(self._workflows), "startup_ms": round((time.perf_counter() - started) * 1e3)},
         )
+
+    async def _start_health(self, registry: FeatureRegistry, signatures: Mapping[str, ModelSignature]) -> None:
+        settings = self.settings
+        health = settings.health
+        if health.state_dir is None and settings.state_dir is not None:
+            health = health.model_copy(update={"state_dir": settings.state_dir})
+        if health.enabled:
+            self._health = HealthMonitor(
+                signatures, self._offline_stats, health, self.metrics.registry, worker=self._worker
+            )
+            await self._health.start()
+        self._artifact_ages = ArtifactAges(
+            stores=self._stores,
+            tables={view.table: view.store for view in registry.views.values()},
+            index_root=self.deployment.index_root,
+            pins=lambda: self.releases.serving(0).table_pins if self.releases.plan.stable else {},
+            max_table_age_s=settings.max_table_age_s,
+            max_index_age_s=settings.max_index_age_s,
+            registry=self.metrics.registry,
+            wall_clock=time.time,
+            state_dir=health.state_dir,
+        )
+        await self._artifact_ages.refresh()
+        self._housekeeping = asyncio.create_task(self._refresh_ages(), name="artifact ages")
+
+    async def _refresh_ages(self) -> None:
+        assert self._artifact_ages is not None
+        while True:
+            await asyncio.sleep(self.settings.artifact_refresh_s)
+            try:
+                await self._artifact_ages.refresh()
+            except Exception:  # never let housekeeping die silently, nor take the process with it
+                log.exception("table and index ages could not be refreshed")
+
+    def _offline_stats(self, model: str, release: str) -> OfflineStats | None:
+        """The offline sketches the release's trainer wrote (None: no release, or none written)."""
+        found = self._releases.release(release) if self._releases is not None and release else None
+        path = found.offline_stats_path if found is not None else None
+        if path is None:
+            return None
+        cached = self._offline_cache.get(path)
+        if cached is None:  # a release's files do not change under its name: read once
+            cached = self._offline_cache[path] = load_offline_stats(path)
+        return cached.get(model)
+
+    def _on_shadow_diff(self, diff: ShadowDiff) -> None:
+        if self._health is not None:
+            self._health.observe_shadow(shadow_record(diff))
+
+    @property
+    def health(self) -> HealthMonitor | None:
+        return self._health
+
+    @property
+    def capture(self) -> CaptureWriter:
+        return self._capture
 
     async def ready(self) -> bool:
         return bool(self._workflows) and await self._router.ready()
@@ -149,7 +241,13 @@ class FeedApp:
             serving = NO_RELEASE if self._releases is None else self._releases.serving(request.member_id)
         ctx = await run_workflow(workflow, request, timeout_s=timeout_s, serving=serving)
         self._observe(workflow.name, ctx)
-        return FeedAnswer(context=ctx, feed=ctx.get(FEED), workflow_version=workflow.version)
+        feed = ctx.get(FEED)
+        health = self._health
+        if health is not None:  # O(1) each: a sampling draw and a bounded append; the work runs later
+            for use in ctx.models:
+                health.observe(use.model, serving.release, use.inputs, use.outputs)
+        self._capture.offer(ctx, feed, workflow.version)
+        return FeedAnswer(context=ctx, feed=feed, workflow_version=workflow.version)
 
     async def _warm_up(self, release: Release) -> list[float]:
         """A release's warm-up requests, served by it: the latency of each (raises when one fails or is
@@ -181,6 +279,13 @@ class FeedApp:
             self.metrics.degraded.labels(workflow, failure.step).inc()
 
     async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        if self._health is not None:
+            await self._health.close()
+        await asyncio.to_thread(self._capture.close)
         await self._resources.close()
         for client in self._candidate_services.values():
             await client.close()
@@ -196,3 +301,22 @@ def _pinned(time_s: float) -> Callable[[], float]:
 
 if TYPE_CHECKING:
     _remote: type[RemoteCandidates] = GrpcCandidateClient
+
+
+def shadow_record(diff: ShadowDiff) -> dict[str, Any]:
+    """A shadow comparison (already computed by the router) as the health monitor's JSON record."""
+    return {
+        "model": diff.model,
+        "target": diff.target,
+        "primary": diff.primary,
+        "rows": diff.rows,
+        "heads": {
+            head: {
+                "mean_abs_delta": h.mean_abs_delta,
+                "max_abs_delta": h.max_abs_delta,
+                "topk_overlap": h.topk_overlap,
+                "kendall_tau": h.kendall_tau,
+            }
+            for head, h in diff.heads.items()
+        },
+    }

@@ -62,6 +62,7 @@ class GatewayServer:
         route_changes: RouteChanges | None = None,
         release_changes: ReleaseChanges | None = None,
         reuse_port: bool = False,
+        worker: str = "0",
     ) -> None:
         """`tracing`: continue callers' traces with server spans; default: when an exporter is configured.
         `route_changes`: how AdminService changes routes (default: in this process). `reuse_port`: bind
@@ -72,7 +73,7 @@ class GatewayServer:
         self._release_changes = release_changes
         self._reuse_port = reuse_port
         self._tracing = settings.tracing.exporter != "none" if tracing is None else tracing
-        self.app = app or FeedApp(settings)
+        self.app = app or FeedApp(settings, worker=worker)
         self.health = HealthServicer()
         self.admission = Admission.from_settings(settings, self.app.metrics)  # overload: adaptive limit
         self._server: grpc.aio.Server | None = None

@@ -9,8 +9,10 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from engines.config import EnginesConfig
+from gateway.capture import CaptureSettings
 from gateway.tls import TlsSettings
 from gateway.tracing import TracingSettings
+from health.monitor import HealthSettings
 from kvstore.config import StoreConfig
 
 
@@ -36,6 +38,17 @@ class GatewaySettings(BaseSettings):
         None,
         description="where the releases in force (and health sketches) are kept across restarts and workers; "
         "null: nowhere (a restart serves the deployment's own routes again)",
+    )
+    health: HealthSettings = Field(
+        HealthSettings(),
+        description="online model health: sketches of every input feature and head, drift against the release's "
+        "offline sketches (its state_dir defaults to <state_dir>)",
+    )
+    max_table_age_s: float | None = Field(None, gt=0, description="a table version in force older than this is stale")
+    max_index_age_s: float | None = Field(None, gt=0, description="an ANN index in force older than this is stale")
+    artifact_refresh_s: float = Field(60.0, gt=0, description="how often table and index ages are read")
+    capture: CaptureSettings = Field(
+        CaptureSettings(), description="sampled capture of requests and everything they read, for `quasar replay`"
     )
     workers: int | None = Field(
         None, ge=1, description="gateway processes on the port (SO_REUSEPORT); null: one per available core"

@@ -450,6 +450,7 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
             route_changes=ClusterRouteChanges(channel),
             release_changes=ClusterReleaseChanges(channel),
             reuse_port=True,
+            worker=str(index),
         )
 
         async def register() -> None:

@@ -237,3 +237,11 @@ main.add_command(index)
 from quasar.cli_deploy import deploy  # noqa: E402
 
 main.add_command(deploy)
+
+from quasar.cli_health import health  # noqa: E402
+
+main.add_command(health)
+
+from quasar.cli_replay import replay  # noqa: E402
+
+main.add_command(replay)

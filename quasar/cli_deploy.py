@@ -34,7 +34,8 @@ def _print_status(reply: admin_pb2.ReleaseStatus) -> None:
         for check in reply.checks:
             table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
         console.print(table)
-    console.print(f"stable:  {reply.stable or '- (the deployment’s own routes and pins)'}")
+    stable = reply.stable or "- (the deployment's own routes and pins)"
+    console.print(f"stable:  {stable}")
     if reply.canary:
         console.print(f"canary:  {reply.canary} ({reply.canary_percent:g}% of members)")
     if reply.history:
@@ -130,7 +131,8 @@ def apply_command(
 @tls_options
 def rollback_command(target: str, token: str, timeout_s: float, tls: ClientTls) -> None:
     """Drop the canary, or when there is none restore the previous stable release."""
-    reply = _call(target, tls, token, max(timeout_s, 60.0), lambda stub: stub.RollbackRelease, admin_pb2.RollbackReleaseRequest())
+    request = admin_pb2.RollbackReleaseRequest()
+    reply = _call(target, tls, token, max(timeout_s, 60.0), lambda stub: stub.RollbackRelease, request)
     _print_status(reply)
 
 

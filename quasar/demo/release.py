@@ -35,11 +35,9 @@ def write_release(
     directory = out_dir / RELEASES_DIR
     directory.mkdir(parents=True, exist_ok=True)
     sample = directory / f"{name}.validation.npz"
-    np.savez(
-        sample,
-        **{f"in.{k}": v[:VALIDATION_ROWS] for k, v in inputs.items()},
-        **{f"out.{k}": v[:VALIDATION_ROWS] for k, v in outputs.items()},
-    )
+    arrays = {f"in.{k}": v[:VALIDATION_ROWS] for k, v in inputs.items()}
+    arrays.update({f"out.{k}": v[:VALIDATION_ROWS] for k, v in outputs.items()})
+    np.savez(sample, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first kwarg as allow_pickle
     stats = offline_stats_path(directory, name)
     save_offline_stats(stats, [offline_stats(signature, inputs, outputs)])
     manifest = {

@@ -149,10 +149,15 @@ def test_the_world_is_data_and_declarations_only(world: tuple[Path, WorldManifes
         "features",
         "indexes",
         "models",
+        "releases",
         "store",
         "workflows",
         "world.json",
     ]
+    (manifest,) = (out / "releases").glob("*.yaml")
+    assert sorted(p.name for p in (out / "releases").iterdir()) == sorted(
+        [manifest.name, manifest.name.replace(".yaml", ".stats.kll"), manifest.name.replace(".yaml", ".validation.npz")]
+    )
     assert sorted(p.name for p in (out / "models").glob("*.signature.yaml")) == [
         "feed_ranker.signature.yaml",
         "feed_ranker_whole.signature.yaml",
