@@ -29,6 +29,7 @@ from features import (
     load_signature,
     load_signatures,
 )
+from features.declarations import KEY_REQUEST
 from gateway.artifact_age import ArtifactAges
 from gateway.capture import CaptureWriter
 from gateway.deployment import Deployment
@@ -102,6 +103,7 @@ class FeedApp:
         self._worker = worker
         self._capture = CaptureWriter(settings.capture, self.metrics.registry, self._worker)
         self._offline_cache: dict[Path, dict[str, OfflineStats]] = {}
+        self._request_entities: frozenset[str] = frozenset()
 
     @property
     def workflow_names(self) -> frozenset[str]:
@@ -173,13 +175,19 @@ class FeedApp:
         )
 
     async def _start_health(self, registry: FeatureRegistry, signatures: Mapping[str, ModelSignature]) -> None:
+        self._request_entities = frozenset(n for n, e in registry.entities.items() if e.key == KEY_REQUEST)
         settings = self.settings
         health = settings.health
         if health.state_dir is None and settings.state_dir is not None:
             health = health.model_copy(update={"state_dir": settings.state_dir})
         if health.enabled:
             self._health = HealthMonitor(
-                signatures, self._offline_stats, health, self.metrics.registry, worker=self._worker
+                signatures,
+                self._offline_stats,
+                health,
+                self.metrics.registry,
+                worker=self._worker,
+                request_entities=self.request_entities,
             )
             await self._health.start()
         self._artifact_ages = ArtifactAges(
@@ -219,6 +227,11 @@ class FeedApp:
     def _on_shadow_diff(self, diff: ShadowDiff) -> None:
         if self._health is not None:
             self._health.observe_shadow(shadow_record(diff))
+
+    @property
+    def request_entities(self) -> frozenset[str]:
+        """The entities keyed by the request (the member's): their features are one value per request."""
+        return self._request_entities
 
     @property
     def health(self) -> HealthMonitor | None:

@@ -6,13 +6,13 @@ so the offline and online sketches describe exactly the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from features.registry import DerivedFeature, Feature, feature_width
+from features.registry import DerivedFeature, Feature, ViewFeature, feature_width
 from features.signature import ModelSignature
 
 
@@ -25,6 +25,10 @@ class FeatureSpan:
     start: int
     width: int
     watch: Literal["value", "norm", "category"] = "value"
+    per_request: bool = False
+    """A feature of the request (the member's): every row of a call holds the same value, so it is one
+    observation per call, not one per candidate (counting it per row would weigh each member by the size
+    of their candidate list and make the KS test believe it saw 600x the members it did)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class WatchedColumns:
     heads: tuple[str, ...]
     spans: tuple[FeatureSpan, ...]  # one per feature
     head_columns: tuple[tuple[str, int], ...]  # one (output name, column) per head
+
+    @property
+    def per_request(self) -> tuple[bool, ...]:
+        """Per feature: whether it is one value per call (see `FeatureSpan.per_request`)."""
+        return tuple(span.per_request for span in self.spans)
 
     def values(
         self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
@@ -78,8 +87,9 @@ class WatchedColumns:
         return features, heads
 
 
-def watched_columns(signature: ModelSignature) -> WatchedColumns:
-    """The float features of `signature`'s inputs (id features and int64 tensors skipped) and its heads."""
+def watched_columns(signature: ModelSignature, request_entities: Collection[str] = ()) -> WatchedColumns:
+    """The float features of `signature`'s inputs (id features and int64 tensors skipped) and its heads.
+    Stored features of `request_entities` (the registry's entities keyed by the request) are per request."""
     names: list[str] = []
     spans: list[FeatureSpan] = []
     for tensor in signature.inputs:
@@ -88,7 +98,12 @@ def watched_columns(signature: ModelSignature) -> WatchedColumns:
             width = feature_width(feature)
             if tensor.dtype != "int64" and not feature.is_ids:
                 names.append(feature.name)
-                spans.append(FeatureSpan(tensor=tensor.name, start=start, width=width, watch=_watch(feature)))
+                per_request = isinstance(feature, ViewFeature) and feature.view.entity in request_entities
+                spans.append(
+                    FeatureSpan(
+                        tensor=tensor.name, start=start, width=width, watch=_watch(feature), per_request=per_request
+                    )
+                )
             start += width
     head_columns = tuple(
         (output, column) for output, heads in signature.outputs.items() for column in range(len(heads))

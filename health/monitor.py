@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -170,8 +170,13 @@ class HealthMonitor:
         clock: Callable[[], float] = time.time,
         uniform: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        request_entities: Collection[str] = (),
     ) -> None:
-        self._columns: dict[str, WatchedColumns] = {name: watched_columns(s) for name, s in signatures.items()}
+        """`request_entities`: the entities keyed by the request, whose features are one value per call
+        (see `health.columns.FeatureSpan.per_request`)."""
+        self._columns: dict[str, WatchedColumns] = {
+            name: watched_columns(s, request_entities) for name, s in signatures.items()
+        }
         self._offline = offline
         self._settings = settings
         self._worker = worker
@@ -341,7 +346,7 @@ class HealthMonitor:
         key = (call.model, call.release)
         if key not in self._windows:
             self._windows[key] = ModelSketches(columns.features, columns.heads, self._settings.k)
-        self._windows[key].update(*values)
+        self._windows[key].update(*values, once=columns.per_request)
 
     def _flush_sync(self) -> HealthReport:
         now = self._clock()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,21 @@ def offline_stats(
                 {name: a[start:end] for name, a in inputs.items()}, {name: a[start:end] for name, a in outputs.items()}
             )
         )
+    return OfflineStats(model=signature.model, sketches=sketches)
+
+
+def offline_stats_of_calls(
+    signature: ModelSignature,
+    calls: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+    k: int = DEFAULT_K,
+    request_entities: Collection[str] = (),
+) -> OfflineStats:
+    """Sketches of served calls, one (inputs, outputs) per call, exactly as the gateway's monitor sketches
+    them (features of `request_entities` once per call)."""
+    columns = watched_columns(signature, request_entities)
+    sketches = ModelSketches(columns.features, columns.heads, k)
+    for inputs, outputs in calls:
+        sketches.update(*columns.values(inputs, outputs), once=columns.per_request)
     return OfflineStats(model=signature.model, sketches=sketches)
 
 

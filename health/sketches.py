@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -58,9 +59,10 @@ class ModelSketches:
         ]
         return named + [("head", n, s) for n, s in zip(self.heads, self._sketches[split:], strict=True)]
 
-    def update(self, features: np.ndarray, heads: np.ndarray) -> None:
+    def update(self, features: np.ndarray, heads: np.ndarray, *, once: Sequence[bool] = ()) -> None:
         """Add the rows of `features` (n, len(features)) and `heads` (n, len(heads)); non-finite values are
-        skipped and counted per column."""
+        skipped and counted per column. Feature columns flagged in `once` hold one value per call (every row
+        the same): only their first row is added."""
         if features.ndim != 2 or heads.ndim != 2 or features.shape[0] != heads.shape[0]:
             raise ValueError(f"expected (n, F) and (n, H) matrices, got {features.shape} and {heads.shape}")
         if features.shape[1] != len(self.features) or heads.shape[1] != len(self.heads):
@@ -72,8 +74,9 @@ class ModelSketches:
         finite = np.isfinite(matrix)
         self.nonfinite += (~finite).sum(axis=0)
         for j, sketch in enumerate(self._sketches):
-            column = matrix[:, j]
-            sketch.update(np.ascontiguousarray(column if finite[:, j].all() else column[finite[:, j]]))
+            column = matrix[:1, j] if j < len(once) and once[j] else matrix[:, j]
+            kept = finite[: len(column), j]
+            sketch.update(np.ascontiguousarray(column if kept.all() else column[kept]))
         self.rows += matrix.shape[0]
 
     def merge(self, other: ModelSketches) -> None:

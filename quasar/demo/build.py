@@ -63,6 +63,7 @@ MEMBER_FEATURES_TABLE = "member_features"
 IMPRESSIONS_PER_MEMBER = 30
 HELDOUT_SHARE = 0.2
 PARITY_ROWS = 256
+RELEASE_STATS_MEMBERS = 300  # ~180k served ranker rows: enough for sketches of k = 4000
 PARITY_TOLERANCE = 1e-5
 
 F32 = npt.NDArray[np.float32]
@@ -332,7 +333,7 @@ def build_world(
     from quasar.demo import feed_product as product
     from quasar.demo import first_pass, onnx_export, ranker
     from quasar.demo.interactions import generate_interactions
-    from quasar.demo.release import write_release
+    from quasar.demo.release import write_release, write_served_stats
     from quasar.demo.tables import feed_tables
 
     out_dir = Path(out_dir)
@@ -497,7 +498,7 @@ def build_world(
             inputs=heldout_inputs,
             outputs={RANKER_OUTPUT: heldout_scores},
         )
-    console.print(f"  release: {release_path.relative_to(out_dir)} ({len(heldout_rows)} held-out rows sketched)")
+    console.print(f"  release: {release_path.relative_to(out_dir)}")
     with stages.stage("ann index", "job_topics"):
         index = build_from_embedded(store_dir, "job_topics", entries["job_topics"].version, seed=seed)
         target = index_dir(out_dir / "indexes", "job_topics", entries["job_topics"].version)
@@ -512,6 +513,14 @@ def build_world(
         f"  jobs: first pass held-out apply AUC {jobs_report['first_pass_auc']:.3f}; ranker apply AUC "
         f"{jobs_report['ranker_auc']['apply']:.3f}, save AUC {jobs_report['ranker_auc']['save']:.3f}"
     )
+
+    with stages.stage("release statistics", "served inputs of held-out members"):
+        # Held out: members the build never benchmarks first (the benchmarks draw from the whole range).
+        stats_members = np.random.default_rng(seed + 7).choice(
+            np.arange(1, members + 1, dtype=np.int64), size=min(RELEASE_STATS_MEMBERS, members), replace=False
+        )
+        sketched = write_served_stats(out_dir, release_path, rk_signature, stats_members, now_s)
+    console.print(f"  release statistics: {sketched} served rows of {len(stats_members)} members sketched")
 
     manifest = WorldManifest(
         format=MANIFEST_FORMAT,

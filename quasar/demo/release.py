@@ -12,7 +12,7 @@ import numpy.typing as npt
 import yaml
 
 from features.signature import ModelSignature
-from health.offline import offline_stats, offline_stats_path, save_offline_stats
+from health.offline import offline_stats_of_calls, offline_stats_path, save_offline_stats
 
 RELEASES_DIR = "releases"
 VALIDATION_ROWS = 256
@@ -29,9 +29,9 @@ def write_release(
     inputs: Mapping[str, npt.NDArray[Any]],
     outputs: Mapping[str, npt.NDArray[Any]],
 ) -> Path:
-    """Write release `name` of `signature.model` into `<out_dir>/releases/`: the manifest, the first rows of
-    the held-out `inputs` with the model's `outputs` as the validation sample, and the offline sketches of
-    every input feature and head over all of them. The manifest's path."""
+    """Write release `name` of `signature.model` into `<out_dir>/releases/`: the manifest and the first rows
+    of the held-out `inputs` with the model's `outputs` as the validation sample. The offline sketches come
+    from `write_served_stats`, once the deployment can serve. The manifest's path."""
     directory = out_dir / RELEASES_DIR
     directory.mkdir(parents=True, exist_ok=True)
     sample = directory / f"{name}.validation.npz"
@@ -39,7 +39,6 @@ def write_release(
     arrays.update({f"out.{k}": v[:VALIDATION_ROWS] for k, v in outputs.items()})
     np.savez(sample, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first kwarg as allow_pickle
     stats = offline_stats_path(directory, name)
-    save_offline_stats(stats, [offline_stats(signature, inputs, outputs)])
     manifest = {
         "release": name,
         "model": signature.model,
@@ -63,3 +62,50 @@ def _relative(path: Path, start: Path) -> str:
     import os
 
     return os.path.relpath(path.resolve(), start.resolve())
+
+
+def write_served_stats(
+    out_dir: Path, manifest: Path, signature: ModelSignature, members: npt.NDArray[np.int64], now_s: float
+) -> int:
+    """Sketch what the release's model sees when it serves: the deployment in `out_dir` ranks the feed of
+    held-out `members` in process (ages at `now_s`), and every input and output of the model's calls goes
+    into the release's offline statistics. Sketching the training impressions instead would compare two
+    populations: a feed ranks hundreds of retrieved candidates per member, most of which were never shown,
+    so every feature would drift from the first request. The rows sketched."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.app import FeedApp
+    from gateway.settings import GatewaySettings
+    from health.monitor import HealthSettings
+    from remix.request import FeedRequest
+
+    Call = tuple[dict[str, npt.NDArray[Any]], dict[str, npt.NDArray[Any]]]
+
+    async def collect() -> tuple[list[Call], frozenset[str]]:
+        settings = GatewaySettings(
+            world_dir=out_dir, metrics_port=None, feature_time_s=now_s, health=HealthSettings(enabled=False)
+        )
+        app = FeedApp(settings)
+        await app.start()
+        calls: list[Call] = []
+        try:
+            for member in members.tolist():
+                answer = await app.get_feed(FeedRequest("release-stats", int(member), 50), timeout_s=None)
+                calls += [
+                    (dict(use.inputs), dict(use.outputs))
+                    for use in answer.context.models
+                    if use.model == signature.model
+                ]
+        finally:
+            await app.close()
+        return calls, app.request_entities
+
+    # A loop of its own on a thread of its own: the build may be called from inside a running loop (tests).
+    with ThreadPoolExecutor(1) as thread:
+        calls, request_entities = thread.submit(asyncio.run, collect()).result()
+    if not calls:
+        raise RuntimeError(f"no call of {signature.model} while ranking {len(members)} members: no statistics")
+    stats = offline_stats_of_calls(signature, calls, request_entities=request_entities)
+    save_offline_stats(offline_stats_path(manifest.parent, manifest.stem), [stats])
+    return sum(len(next(iter(outputs.values()))) for _, outputs in calls)

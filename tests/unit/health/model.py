@@ -74,13 +74,14 @@ def signature() -> ModelSignature:
 
 
 def call(
-    rng: np.random.Generator, n: int, *, shift: float = 0.0
+    rng: np.random.Generator, n: int, *, shift: float = 0.0, feature_shift: float = 0.0, head_shift: float = 0.0
 ) -> tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]:
     """One model call of `n` rows of N(0, 1) values (item_kind: unknown or one of 3 categories, uniformly);
-    `shift` moves member_profile.activity and click."""
+    `shift` moves member_profile.activity and click, `feature_shift` only the feature, `head_shift` only the
+    head."""
     features = np.zeros((n, 8), np.float32)
     features[:, :5] = rng.standard_normal((n, 5))
-    features[:, 0] += shift
+    features[:, 0] += shift + feature_shift
     kind = rng.integers(0, 4, n)  # 0: a category the one-hot does not know (all zeros)
     features[kind > 0, 4 + kind[kind > 0]] = 1.0
     inputs: dict[str, np.ndarray] = {
@@ -89,6 +90,6 @@ def call(
         "first_pass": rng.standard_normal(n).astype(np.float32),
     }
     scores = rng.standard_normal((n, 2)).astype(np.float32)
-    scores[:, 0] += shift
+    scores[:, 0] += shift + head_shift
     outputs: dict[str, np.ndarray] = {"scores": scores, "dwell": rng.standard_normal(n).astype(np.float32)}
     return inputs, outputs

@@ -105,6 +105,31 @@ async def test_a_drifting_release_raises_its_alarms_and_gauges(stats: OfflineSta
     assert monitor.report() is report
 
 
+@pytest.mark.parametrize(
+    ("shift", "alarmed"),
+    [({"feature_shift": 0.1}, {"member_profile.activity"}), ({"head_shift": 0.1}, {"click"}), ({}, set())],
+)
+async def test_a_tenth_of_a_sigma_in_generated_traffic_raises_that_names_alarm_and_no_other(
+    shift: dict[str, float], alarmed: set[str]
+) -> None:
+    """Through the monitor as the gateway drives it (observe, flush, gauges): 50k rows of traffic against
+    200k rows of training data, sketches large enough to see a 0.1 sigma move (see test_drift.py)."""
+    inputs, outputs = call(np.random.default_rng(0), 200_000)
+    k = 8000
+    monitor, registry = _monitor(offline_stats(signature(), inputs, outputs, k=k), k=k, queue_max=1000)
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        monitor.observe("ranker", "r1", *call(rng, 500, **shift))
+    report = await monitor.flush()
+    health = report.get("ranker", "r1")
+    assert health is not None
+    assert health.samples == 50_000
+    assert {d.name for d in health.drifts if d.alarm} == alarmed
+    assert _healthy(registry) == (0 if alarmed else 1)
+    for drift in health.drifts:
+        assert _gauge(registry, "quasar_health_alarm", drift.name, drift.kind) == (1 if drift.name in alarmed else 0)
+
+
 async def test_a_release_like_its_training_data_is_healthy(stats: OfflineStats) -> None:
     monitor, registry = _monitor(stats)
     _observe(monitor, seed=2, calls=10)
