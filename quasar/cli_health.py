@@ -3,6 +3,7 @@ directory (`check` for scripts and alerts, `report` for people)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
 
+from gateway.artifact_age import AGES_FILE
 from health.drift import DriftThresholds
 from health.report import Observed, collect, health_table, plot_distributions, plot_history, plot_shadow
 
@@ -80,8 +83,7 @@ def check_command(state_dir: Path, releases_dir: Path, psi_max: float, ks_p: flo
     console = _console()
     thresholds = DriftThresholds(psi_max=psi_max, ks_p=ks_p, min_samples=min_samples)
     observed = _collect(console, state_dir, releases_dir, thresholds)
-    if observed is not None:
-        _finish(console, observed)
+    _finish(console, observed or [], _stale_artifacts(console, state_dir))
 
 
 @health.command("report")
@@ -104,12 +106,35 @@ def report_command(
         console.print("no shadow diffs: skipped the shadow plot")
     for path in [*written, *history, *shadow]:
         console.print(f"wrote {path}")
-    if observed:
-        _finish(console, observed)
+    _finish(console, observed, _stale_artifacts(console, state_dir))
 
 
-def _finish(console: Console, observed: list[Observed]) -> None:
-    unhealthy = [f"{o.health.model}@{o.health.release}" for o in observed if not o.health.healthy]
+def _stale_artifacts(console: Console, state_dir: Path) -> list[str]:
+    """Tables and indexes in force over their maximum age, from the gateway's last refresh."""
+    path = state_dir / "health" / AGES_FILE
+    try:
+        artifacts = json.loads(path.read_text())["artifacts"]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError) as error:
+        raise click.ClickException(f"{path}: unreadable ({error})") from None
+    table = Table(title="tables and indexes in force")
+    for column in ("kind", "name", "version", "age", "max age", "status"):
+        table.add_column(column)
+    stale = []
+    for a in artifacts:
+        hours = f"{a['age_s'] / 3600:.1f} h"
+        limit = "-" if a["max_age_s"] is None else f"{a['max_age_s'] / 3600:.1f} h"
+        table.add_row(a["kind"], a["name"], a["version"], hours, limit, "[red]stale[/red]" if a["stale"] else "ok")
+        if a["stale"]:
+            stale.append(f"{a['kind']} {a['name']}")
+    if artifacts:
+        console.print(table)
+    return stale
+
+
+def _finish(console: Console, observed: list[Observed], stale: list[str]) -> None:
+    unhealthy = [f"{o.health.model}@{o.health.release}" for o in observed if not o.health.healthy] + stale
     if unhealthy:
         console.print(f"[red]unhealthy: {', '.join(unhealthy)}[/red]")
         raise SystemExit(1)
