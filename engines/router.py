@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import functools
-import hashlib
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import Counter, Histogram
 
+from engines.assignment import assignment_point
 from engines.base import Engine, Models
 from engines.breaker import Breaker, BreakerState, CircuitOpen, StateListener
 from engines.config import BreakerConfig, RouteConfig, TargetConfig, undefined_engines
@@ -117,12 +117,9 @@ class _Route:
 
 
 def routing_point(route: str, routing_key: int) -> float:
-    """A stable point in [0, 1) for (route, key): same on every process and restart (unlike `hash()`).
-
-    Salting with the route name keeps A/B assignments of different models independent.
-    """
-    digest = hashlib.blake2b(f"{route}\x00{routing_key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    """A stable point in [0, 1) for (route, key): `engines.assignment.assignment_point` salted with the route
+    name, which keeps A/B assignments of different models independent."""
+    return assignment_point(route, routing_key)
 
 
 def _choose(route: _Route, routing_key: int) -> _Target:

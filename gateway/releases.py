@@ -7,8 +7,8 @@ validates it; nothing serves it yet. `commit(plan)` then switches with one assig
 its `Serving` (release, arm, table pins, model routes) once, when it starts, so it is served by one
 release from start to end, and a release's tables, pins and routes change together.
 
-Assignment to the canary is sticky per member: `routing_point`, the same mechanism that splits a route's
-weighted targets, salted with the release line, so canary membership is independent of route arms.
+Assignment to the canary is sticky per member: `engines.assignment`, the one mechanism that also splits a
+route's weighted targets and experiment buckets, salted apart so canary membership is independent of them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from engines import Router
+from engines.assignment import assignment_point
 from engines.base import Engine, LoadsModels
 from engines.errors import EngineError
-from engines.router import routing_point
 from features import FeatureRegistry, ModelSignature
 from gateway.release_manifest import Release, ReleaseError, load_release
 from gateway.release_plan import ReleasePlan, read_plan
@@ -61,7 +61,7 @@ class InForce:
     canary: Serving | None = None
 
     def serving(self, member_id: int) -> Serving:
-        if self.canary is not None and routing_point(CANARY_SALT, member_id) < self.plan.canary_share:
+        if self.canary is not None and assignment_point(CANARY_SALT, member_id) < self.plan.canary_share:
             return self.canary
         return self.stable
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from engines.assignment import assign
 from remix.context import Context
 from remix.failures import InvalidRequest
 from remix.keys import Key
@@ -67,9 +67,9 @@ def _canonical_locale(value: str) -> str:
 
 
 def experiment_bucket(member_id: int, salt: str, buckets: tuple[str, ...]) -> str:
-    """The member's bucket: stable across processes and restarts (no Python `hash`)."""
-    digest = hashlib.blake2b(f"{salt}:{member_id}".encode(), digest_size=8).digest()
-    return buckets[int.from_bytes(digest, "big") % len(buckets)]
+    """The member's bucket: the same assignment mechanism as route arms and release canaries
+    (`engines.assignment`), stable across processes and restarts."""
+    return assign(salt, member_id, buckets)
 
 
 class Rewrite:
