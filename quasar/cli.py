@@ -126,6 +126,8 @@ def _print_feed(console: Console, response: feed_pb2.GetFeedResponse, elapsed_ms
         f"workflow {response.workflow}@{response.workflow_version}  sources {', '.join(sources)}  "
         f"server {response.server_ms:.1f} ms  round trip {elapsed_ms:.1f} ms"
     )
+    if response.release:
+        console.print(f"release {response.release} ({response.arm})")
     for model in response.model_versions:
         console.print(f"model {model.model} → {model.target} (version {model.version})")
     if response.degraded:

@@ -43,4 +43,5 @@ def test_generated_admin_service_matches_proto() -> None:
 
     service = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
     assert service.full_name == "quasar.v1.AdminService"
-    assert [m.name for m in service.methods] == ["GetRoutes", "SetRoutes"]
+    methods = ["GetRoutes", "SetRoutes", "ApplyRelease", "RollbackRelease", "GetReleases"]
+    assert [m.name for m in service.methods] == methods

@@ -357,7 +357,11 @@ async def test_a_disabled_monitor_observes_nothing(stats: OfflineStats) -> None:
     assert registry.get_sample_value("quasar_health_dropped_total") == 0
 
 
-async def test_a_release_unseen_for_a_whole_window_leaves_the_gauges(stats: OfflineStats) -> None:
+async def test_a_release_unseen_for_a_whole_window_leaves_the_gauges(
+    stats: OfflineStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another test's import (feast) may have set it for the session: series are then kept, not removed.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     clock = FakeClock()
     monitor, registry = _monitor(stats, clock=clock)
     _observe(monitor, seed=22, calls=3)
