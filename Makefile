@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WORLD  ?= var/world
 
-.PHONY: setup test lint demo world proto bench bench-workers bench-ray bench-compare curves profile soak clean
+.PHONY: setup test lint demo world proto bench bench-workers bench-ray bench-compare curves profile soak health-demo clean
 
 setup:            ## venv, the package with every extra and the dev tools, Debian packages the tests need
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup.sh
@@ -49,6 +49,9 @@ curves:           ## latency against offered load and against second-pass candid
 profile:          ## where an in-process request's time goes: py-spy flame graph var/bench/feed.svg
 	mkdir -p var/bench
 	$(BIN)/py-spy record -o var/bench/feed.svg -- $(BIN)/python benchmarks/profile_feed.py --world $(WORLD) --requests 2000
+
+health-demo:      ## the health report on the demo world (a release, then a canary with one head moved): var/health, docs/health
+	$(BIN)/python benchmarks/health_demo.py --world $(WORLD)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
