@@ -52,9 +52,9 @@ def moved_release(world: Path, release: Path, out: Path) -> Path:
     document.update(
         release="feed_ranker-moved",
         signature=str((release.parent / document["signature"]).resolve()),
-        artifacts={"local_onnx": {"file": str(model)}},
-        offline_stats=str(stats),
-        validation={"sample": str(out / "moved.npz")},
+        artifacts={"local_onnx": {"file": model.name}},
+        offline_stats=str(stats.resolve()),
+        validation={"sample": "moved.npz"},
     )
     path = out / "feed_ranker-moved.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -111,7 +111,7 @@ def main() -> None:
     print(result.output)
     docs = Path("docs/health")
     docs.mkdir(parents=True, exist_ok=True)
-    for png in sorted(report.glob("distributions-feed_ranker-*.png")) + sorted(report.glob("history-feed_ranker*")):
+    for png in sorted(report.glob("*-feed_ranker-feed_ranker-moved.png")):  # the canary with one head moved
         shutil.copy(png, docs / png.name)
         print(f"copied {png.name} to {docs}")
 
