@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from pathlib import Path
 
@@ -65,6 +66,7 @@ async def in_process_run(
 ) -> tuple[list[float], float, int]:
     app = FeedApp(GatewaySettings(world_dir=world, metrics_port=None))
     await app.start()
+    gc.freeze()  # as the gateway does once started (gateway/server.py): no full collection mid-run
     try:
         for member in members[:20].tolist():  # warm-up
             await app.get_feed(FeedRequest(request_id="w", member_id=member, count=count), timeout_s=None)
@@ -78,6 +80,7 @@ async def in_process_run(
         wall = time.perf_counter() - started
     finally:
         await app.close()
+        gc.unfreeze()
     if smallest < min_candidates:
         raise SystemExit(f"a request merged only {smallest} candidates (< {min_candidates}): not a valid run")
     return latencies, wall, smallest
@@ -96,6 +99,7 @@ async def health_overhead(world: Path, members: np.ndarray, count: int, rounds: 
         await app.start()
         await LocalReleaseChanges(app.releases).apply(str(release.resolve()), canary_share=0.0, dry_run=False)
         apps[label] = app
+    gc.freeze()
     samples: dict[str, list[float]] = {"on": [], "off": []}
     try:
         chunks = np.array_split(members, rounds)
@@ -113,6 +117,7 @@ async def health_overhead(world: Path, members: np.ndarray, count: int, rounds: 
     finally:
         for app in apps.values():
             await app.close()
+        gc.unfreeze()
     return float(np.percentile(samples["on"], 50)), float(np.percentile(samples["off"], 50))
 
 
