@@ -74,6 +74,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-queue-delay-us", type=int, default=200)
     parser.add_argument("--slow-delay-s", type=float, default=1.0)
     parser.add_argument("--access-token", default=None)
+    parser.add_argument("--tls-cert", type=Path, default=None, help="serve gRPC over TLS with this certificate")
+    parser.add_argument("--tls-key", type=Path, default=None)
+    parser.add_argument("--tls-client-ca", type=Path, default=None, help="require client certificates it signed")
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument("--hold-dir", type=Path, default=None, help="`<name>` waits while <hold-dir>/<name> exists")
     args = parser.parse_args(argv)
@@ -116,7 +119,13 @@ def main(argv: list[str]) -> int:
     def infer_malformed(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         return {output_name: np.ascontiguousarray(score(inputs[input_name])[:, :-1])}
 
+    tls = {}
+    if args.tls_cert is not None:
+        tls = {"grpc_use_ssl": True, "grpc_server_cert": str(args.tls_cert), "grpc_server_key": str(args.tls_key)}
+        if args.tls_client_ca is not None:
+            tls.update(grpc_use_ssl_mutual=True, grpc_root_cert=str(args.tls_client_ca))
     config = TritonConfig(
+        **tls,
         grpc_port=args.grpc_port,
         http_port=args.http_port,
         metrics_port=args.metrics_port,

@@ -101,6 +101,19 @@ class TritonPeer:
         return (self.hold_dir / f"{model}.entered").exists()
 
 
+@dataclass(frozen=True)
+class TritonTls:
+    """The server's certificate and key, the CA clients trust (`ca`), the CA whose client certificates it
+    requires (`client_ca`, None: server TLS only), and the certificate the launcher's probe presents."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_ca: Path | None = None
+    probe_cert: Path | None = None
+    probe_key: Path | None = None
+
+
 @contextmanager
 def start_triton_peer(
     world_dir: Path,
@@ -111,9 +124,11 @@ def start_triton_peer(
     max_queue_delay_us: int = 200,
     startup_timeout_s: float = 120.0,
     log_dir: Path | None = None,
+    tls: TritonTls | None = None,
 ) -> Iterator[TritonPeer]:
     """A ready Triton server with `feed_ranker`, `feed_ranker_slow` and `feed_ranker_malformed`; stopped
-    (SIGTERM, then SIGKILL of its process group) when the block exits, even on error."""
+    (SIGTERM, then SIGKILL of its process group) when the block exits, even on error. With `tls`, its gRPC
+    endpoint is TLS only (mutual when `tls.client_ca` is set)."""
     import tritonclient.grpc as triton_grpc  # the launcher's own readiness probe; the engine uses grpc.aio
 
     python = triton_python()
@@ -142,6 +157,10 @@ def start_triton_peer(
     ]
     if access_token:
         argv.append(f"--access-token={access_token}")
+    if tls is not None:
+        argv += [f"--tls-cert={tls.cert}", f"--tls-key={tls.key}"]
+        if tls.client_ca is not None:
+            argv.append(f"--tls-client-ca={tls.client_ca}")
     log_path = (log_dir or scratch) / f"triton-{grpc_port}.log"
     process = PeerProcess.spawn("triton peer", argv, log_path)
     peer = TritonPeer(
@@ -153,7 +172,17 @@ def start_triton_peer(
         access_token=access_token,
         models=(MODEL, f"{MODEL}_slow", f"{MODEL}_malformed"),
     )
-    client = triton_grpc.InferenceServerClient(peer.url_grpc)
+    client = (
+        triton_grpc.InferenceServerClient(peer.url_grpc)
+        if tls is None
+        else triton_grpc.InferenceServerClient(
+            peer.url_grpc,
+            ssl=True,
+            root_certificates=str(tls.ca),
+            private_key=None if tls.probe_key is None else str(tls.probe_key),
+            certificate_chain=None if tls.probe_cert is None else str(tls.probe_cert),
+        )
+    )
 
     def ready() -> bool:
         try:
