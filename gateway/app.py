@@ -161,6 +161,7 @@ class FeedApp:
             load_signature=lambda path: load_signature(path, registry),
             state_dir=self.settings.state_dir,
             warm_up=self._warm_up,
+            index_root=deployment.index_root,
         )
         await self._releases.start()
         for model, signature in signatures.items():

@@ -96,6 +96,22 @@ async def check_tables(
     return checks
 
 
+def check_indexes(release: Release, index_root: Path | None) -> list[Check]:
+    """A pinned table that ANN indexes are built from needs its index at the pinned version (an `ann`
+    source searches the index of the request's version; without it the source fails every request)."""
+    if index_root is None or not index_root.is_dir():
+        return []
+    checks = []
+    for table, version in sorted(release.decl.tables.items()):
+        built = index_root / table
+        if not built.is_dir():
+            continue  # no index is built from this table
+        ok = (built / version / "meta.json").is_file()
+        detail = f"built from {table}@{version}" if ok else f"no index of {table}@{version}: `quasar index build` it"
+        checks.append(Check(f"index {table}", ok, detail))
+    return checks
+
+
 def check_signature(release: Release, signature: ModelSignature, load: Callable[[Path], ModelSignature]) -> Check:
     """The release's signature file declares what the gateway's declarations do for its model."""
     try:

@@ -30,6 +30,7 @@ from gateway.release_validation import (
     ValidationReport,
     WarmUp,
     check_engines,
+    check_indexes,
     check_sample,
     check_signature,
     check_tables,
@@ -91,6 +92,7 @@ class ReleaseManager:
         load_signature: Callable[[Path], ModelSignature],
         state_dir: Path | None,
         warm_up: WarmUp | None = None,
+        index_root: Path | None = None,
     ) -> None:
         self._router = router
         self._engines = engines
@@ -100,6 +102,7 @@ class ReleaseManager:
         self._load_signature = load_signature
         self.state_dir = state_dir
         self._warm_up = warm_up
+        self._index_root = index_root
         self._prepared: dict[str, Release] = {}
         self._in_force = InForce(ReleasePlan())
         self._pinned = [s for s in stores.values() if isinstance(s, PinnedStore)]
@@ -141,6 +144,7 @@ class ReleaseManager:
             )
         checks = [check_signature(release, signature, self._load_signature)]
         checks += await check_tables(release, self._registry, self._stores, signature)
+        checks += check_indexes(release, self._index_root)
         checks += await check_engines(release, self._engines, signature)
         checks += await check_sample(release, self._engines, signature)
         if all(check.ok for check in checks):  # warm-up requests only for a release that can serve

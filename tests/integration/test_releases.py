@@ -55,6 +55,8 @@ def release_world(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -
     vectors = np.load(version_dir / "vectors.npy")
     rng = np.random.default_rng(5)
     write_version(store, PUSHED_TABLE, ids, rng.normal(size=vectors.shape), version=PUSHED_VERSION)
+    topics = store / "job_topics" / "versions" / str(current_version(store, "job_topics"))
+    write_version(store, "job_topics", np.load(topics / "ids.npy"), np.load(topics / "vectors.npy"), version="no-index")
     tables = yaml.safe_load(r1.read_text())["tables"]
     r2 = _derive(r1, "feed_ranker-r2", tables={**tables, PUSHED_TABLE: PUSHED_VERSION})
     return ReleaseWorld(root, r1, r2)
@@ -87,6 +89,16 @@ async def test_validation_refuses_a_missing_table_version(release_world: Release
     assert not ok
     assert "never-pushed" in detail
     assert all(ok for name, (ok, _) in checks.items() if name.startswith("table ") and name != "table member")
+
+
+async def test_validation_refuses_a_pinned_table_whose_index_was_not_built(release_world: ReleaseWorld) -> None:
+    tables = yaml.safe_load(release_world.r1.read_text())["tables"]
+    broken = _derive(release_world.r1, "no-index", tables={**tables, "job_topics": "no-index"})
+    checks = await _validate(release_world, broken)
+    assert checks["table job_topics"][0]  # the table version is there...
+    ok, detail = checks["index job_topics"]
+    assert not ok  # ...but the ANN source would find no index of it
+    assert "quasar index build" in detail
 
 
 async def test_validation_refuses_a_signature_an_engine_differs_from(release_world: ReleaseWorld) -> None:
