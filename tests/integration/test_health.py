@@ -142,3 +142,46 @@ async def test_tables_older_than_their_maximum_age_are_stale(small_world: Path, 
     )
     assert check.exit_code == 1, check.output
     assert "table item" in check.output
+
+
+async def test_a_shadow_rankers_differences_reach_the_metrics_and_the_report(
+    small_world: Path, releases: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The moved ranker shadows the route in force: per head, only the moved one differs."""
+    from gateway.deployment import Deployment
+
+    _release, moved, releases_dir = releases
+    engines = Deployment(small_world).engines_config().model_dump(mode="json")
+    engines["engines"]["shadow_onnx"] = {"kind": "onnx", "models": {"feed_ranker": str(moved.parent / "moved.onnx")}}
+    engines["routes"]["feed_ranker"]["shadow"] = [{"engine": "shadow_onnx", "model": "feed_ranker"}]
+    state = tmp_path / "state"
+    app = FeedApp(make_settings(small_world, metrics_port=None, state_dir=state, engines=engines))
+    await app.start()
+    try:
+        for member in range(1, 41):
+            await app.get_feed(FeedRequest(f"s{member}", member, 20), timeout_s=5.0)
+        await app.router.join_shadow()
+        assert app.health is not None
+        await app.health.flush()
+    finally:
+        await app.close()
+    registry = app.metrics.registry
+
+    def delta(head: str) -> float:
+        labels = {"model": "feed_ranker", "target": "shadow_onnx/feed_ranker", "head": head}
+        total = registry.get_sample_value("quasar_shadow_score_delta_sum", labels)
+        count = registry.get_sample_value("quasar_shadow_score_delta_count", labels)
+        assert total is not None
+        assert count == 40
+        return total / count
+
+    assert delta(MOVED_HEAD) > 0.01
+    assert delta("click") == 0.0
+    assert delta("share") == 0.0
+    lines = (state / "health" / "shadow.jsonl").read_text().splitlines()
+    assert len(lines) == 40
+    out = tmp_path / "report"
+    drawn = CliRunner().invoke(
+        main, ["health", "report", "--state-dir", str(state), "--releases-dir", str(releases_dir), "--out", str(out)]
+    )
+    assert list(out.glob("shadow-feed_ranker-*.png")), drawn.output
