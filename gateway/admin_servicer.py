@@ -5,14 +5,13 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from engines import Router
 from gateway.release_changes import LocalReleaseChanges, ReleaseChanges
-from gateway.release_manifest import ReleaseError, load_release
 from gateway.release_plan import ReleasePlan
 from gateway.releases import ReleaseManager, ReleaseRejected
 from gateway.route_changes import LocalRouteChanges, RouteChanges, without_release_routes
@@ -106,7 +105,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             await self._aborter.abort(context, error, method="ApplyRelease")
         if not request.dry_run:
             log.warning("release applied", extra={"stable": plan.stable, "canary": plan.canary})
-        return _status(plan, report)
+        return _status(plan, report, self._name_of)
 
     async def RollbackRelease(
         self, request: admin_pb2.RollbackReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -119,7 +118,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         except Exception as error:
             await self._aborter.abort(context, error, method="RollbackRelease")
         log.warning("release rolled back", extra={"stable": plan.stable, "canary": plan.canary})
-        return _status(plan, [])
+        return _status(plan, [], self._name_of)
 
     async def GetReleases(
         self, request: admin_pb2.GetReleasesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -130,7 +129,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         except Exception as error:
             await self._aborter.abort(context, error, method="GetReleases")
         assert self._releases is not None
-        return _status(self._releases.plan, [])
+        return _status(self._releases.plan, [], self._name_of)
+
+    def _name_of(self, manifest: str | None) -> str:
+        return "" if self._releases is None else self._releases.name_of(manifest)
 
     def _changes_or_unimplemented(self) -> ReleaseChanges:
         if self._release_changes is None:
@@ -146,27 +148,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise unauthenticated("admin calls need metadata 'authorization: Bearer <admin token>'")
 
 
-def _release_name(manifest: str | None) -> str:
-    """A release's name from its manifest (the file name when it can no longer be read)."""
-    if manifest is None:
-        return ""
-    try:
-        return load_release(Path(manifest)).name
-    except ReleaseError:
-        return Path(manifest).stem
-
-
-def _status(plan: ReleasePlan, report: list[str]) -> admin_pb2.ReleaseStatus:
+def _status(plan: ReleasePlan, report: list[str], name_of: Callable[[str | None], str]) -> admin_pb2.ReleaseStatus:
     checks = []
     for line in report:
         verdict, name, detail = [*line.split("\t", 2), "", ""][:3]
         checks.append(admin_pb2.ReleaseCheck(name=name, ok=verdict == "ok", detail=detail))
     return admin_pb2.ReleaseStatus(
-        stable=_release_name(plan.stable),
+        stable=name_of(plan.stable),
         stable_manifest=plan.stable or "",
-        canary=_release_name(plan.canary),
+        canary=name_of(plan.canary),
         canary_manifest=plan.canary or "",
         canary_percent=plan.canary_share * 100.0,
-        history=[_release_name(p) for p in plan.history],
+        history=[name_of(p) for p in plan.history],
         checks=checks,
     )

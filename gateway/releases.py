@@ -27,6 +27,7 @@ from features import FeatureRegistry, ModelSignature
 from gateway.release_manifest import Release, ReleaseError, load_release
 from gateway.release_plan import ReleasePlan, read_plan
 from gateway.release_validation import (
+    Check,
     ValidationReport,
     WarmUp,
     check_engines,
@@ -116,9 +117,13 @@ class ReleaseManager:
     def plan(self) -> ReleasePlan:
         return self._in_force.plan
 
-    def releases(self) -> list[Release]:
-        """The releases in force (stable first)."""
-        return [self._prepared[p] for p in self.plan.manifests if p in self._prepared]
+    def name_of(self, manifest: str | None) -> str:
+        """The release a manifest path names ("" for None; the file's stem when this process never read it,
+        e.g. an old history entry)."""
+        if manifest is None:
+            return ""
+        known = self._prepared.get(manifest)
+        return known.name if known is not None else Path(manifest).stem
 
     def release(self, name: str) -> Release | None:
         return next((r for r in self._prepared.values() if r.name == name), None)
@@ -137,8 +142,6 @@ class ReleaseManager:
         """Every check of `release` (its artifacts must be loaded: see `prepare`)."""
         signature = self._signatures.get(release.model)
         if signature is None:
-            from gateway.release_validation import Check
-
             return ValidationReport(
                 release.name, (Check("signature", False, f"the gateway declares no model {release.model!r}"),)
             )
@@ -160,7 +163,8 @@ class ReleaseManager:
             known = self._prepared.get(manifest)
             if known is not None and manifest not in validate:
                 continue
-            release = known or self._read(manifest)
+            # Re-read when asked to validate: the file may have changed since it was last applied.
+            release = self._read(manifest) if known is None or manifest in validate else known
             await self.load_artifacts(release)
             report = await self.validate(release)
             reports.append(report)
