@@ -12,7 +12,7 @@ import grpc
 
 from engines import Router
 from gateway.release_changes import LocalReleaseChanges, ReleaseChanges
-from gateway.release_plan import ReleasePlan
+from gateway.release_plan import ReleasePlan, ReleasePlans
 from gateway.releases import ReleaseManager, ReleaseRejected
 from gateway.route_changes import LocalRouteChanges, RouteChanges, without_release_routes
 from gateway.route_merge import parse_routes, routes_json, routes_version
@@ -96,29 +96,27 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             manifest = request.manifest_path
             if not manifest.startswith("/"):
                 raise invalid_argument("manifest_path must be absolute (the gateway's working directory is not yours)")
-            plan, report = await changes.apply(
-                manifest, canary_share=request.canary_percent / 100.0, dry_run=request.dry_run
-            )
+            change = await changes.apply(manifest, canary_share=request.canary_percent / 100.0, dry_run=request.dry_run)
         except ReleaseRejected as error:
             await self._aborter.abort(context, failed_precondition(str(error)), method="ApplyRelease")
         except Exception as error:
             await self._aborter.abort(context, error, method="ApplyRelease")
         if not request.dry_run:
-            log.warning("release applied", extra={"stable": plan.stable, "canary": plan.canary})
-        return _status(plan, report, self._name_of)
+            log.warning("release applied", extra={"model": change.model, "releases": change.plans.manifests})
+        return _status(change.plans, change.report, self._name_of, changed=change.model)
 
     async def RollbackRelease(
         self, request: admin_pb2.RollbackReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ReleaseStatus:
         try:
             self._authorize(context)
-            plan = await self._changes_or_unimplemented().rollback()
+            change = await self._changes_or_unimplemented().rollback(request.model or None)
         except ReleaseRejected as error:
             await self._aborter.abort(context, failed_precondition(str(error)), method="RollbackRelease")
         except Exception as error:
             await self._aborter.abort(context, error, method="RollbackRelease")
-        log.warning("release rolled back", extra={"stable": plan.stable, "canary": plan.canary})
-        return _status(plan, [], self._name_of)
+        log.warning("release rolled back", extra={"model": change.model, "releases": change.plans.manifests})
+        return _status(change.plans, [], self._name_of, changed=change.model)
 
     async def GetReleases(
         self, request: admin_pb2.GetReleasesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -129,7 +127,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         except Exception as error:
             await self._aborter.abort(context, error, method="GetReleases")
         assert self._releases is not None
-        return _status(self._releases.plan, [], self._name_of)
+        return _status(self._releases.plans, [], self._name_of)
 
     def _name_of(self, manifest: str | None) -> str:
         return "" if self._releases is None else self._releases.name_of(manifest)
@@ -148,17 +146,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise unauthenticated("admin calls need metadata 'authorization: Bearer <admin token>'")
 
 
-def _status(plan: ReleasePlan, report: list[str], name_of: Callable[[str | None], str]) -> admin_pb2.ReleaseStatus:
-    checks = []
-    for line in report:
-        verdict, name, detail = [*line.split("\t", 2), "", ""][:3]
-        checks.append(admin_pb2.ReleaseCheck(name=name, ok=verdict == "ok", detail=detail))
-    return admin_pb2.ReleaseStatus(
+def _line(model: str, plan: ReleasePlan, name_of: Callable[[str | None], str]) -> admin_pb2.ReleaseLine:
+    return admin_pb2.ReleaseLine(
+        model=model,
         stable=name_of(plan.stable),
         stable_manifest=plan.stable or "",
         canary=name_of(plan.canary),
         canary_manifest=plan.canary or "",
         canary_percent=plan.canary_share * 100.0,
         history=[name_of(p) for p in plan.history],
-        checks=checks,
     )
+
+
+def _status(
+    plans: ReleasePlans, report: list[str], name_of: Callable[[str | None], str], *, changed: str | None = None
+) -> admin_pb2.ReleaseStatus:
+    checks = []
+    for line in report:
+        verdict, name, detail = [*line.split("\t", 2), "", ""][:3]
+        checks.append(admin_pb2.ReleaseCheck(name=name, ok=verdict == "ok", detail=detail))
+    status = admin_pb2.ReleaseStatus(
+        lines=[_line(model, plan, name_of) for model, plan in sorted(plans.lines.items())], checks=checks
+    )
+    if changed is not None:
+        status.changed.CopyFrom(_line(changed, plans.line(changed), name_of))
+    return status

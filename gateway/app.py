@@ -195,7 +195,7 @@ class FeedApp:
             stores=self._stores,
             tables={view.table: view.store for view in registry.views.values()},
             index_root=self.deployment.index_root,
-            pins=lambda: self.releases.serving(0).table_pins if self.releases.plan.stable else {},
+            pins=lambda: self.releases.stable_pins,
             max_table_age_s=settings.max_table_age_s,
             max_index_age_s=settings.max_index_age_s,
             registry=self.metrics.registry,
@@ -259,16 +259,18 @@ class FeedApp:
         health = self._health
         if health is not None:  # O(1) each: a sampling draw and a bounded append; the work runs later
             for use in ctx.models:
-                health.observe(use.model, serving.release, use.inputs, use.outputs)
+                health.observe(use.model, serving.release_of(use.model), use.inputs, use.outputs)
         self._capture.offer(ctx, feed, workflow.version)
         return FeedAnswer(context=ctx, feed=feed, workflow_version=workflow.version)
 
     async def _warm_up(self, release: Release) -> list[float]:
-        """A release's warm-up requests, served by it: the latency of each (raises when one fails or is
-        degraded: a release must answer fully before it serves)."""
+        """A release's warm-up requests, served by it: the latency of each that called its model. Raises
+        when the release's model failed in one (its call fell back, or its step failed over), or when no
+        request called it. A request degraded by something else (another source down) still counts: the
+        release is not what failed. Workflows that never call the model are left out."""
         validation = release.decl.validation
         workflows = [validation.workflow] if validation.workflow else sorted(self._workflows)
-        serving = serving_of(release, "validation")
+        serving = serving_of([(release, "validation")])
         latencies = []
         for i in range(validation.warmup_requests):
             workflow = workflows[i % len(workflows)]
@@ -279,11 +281,15 @@ class FeedApp:
                 timeout_s=max(1.0, validation.warmup_budget_s * 4),
                 serving=serving,
             )
-            latencies.append(time.perf_counter() - started)
-            used = {use.route for use in answer.context.models}
-            if answer.context.degraded and release.route_name in used:
-                reasons = "; ".join(f.message for f in answer.context.failures)
-                raise RuntimeError(f"workflow {workflow} answered degraded: {reasons}")
+            elapsed_s = time.perf_counter() - started
+            ctx = answer.context
+            theirs = [f.message for f in ctx.failures if release.model in f.message or release.route_name in f.message]
+            if theirs:
+                raise RuntimeError(f"workflow {workflow}: {'; '.join(theirs)}")
+            if any(use.route == release.route_name for use in ctx.models):
+                latencies.append(elapsed_s)
+        if validation.warmup_requests and not latencies:
+            raise RuntimeError(f"no warm-up request called {release.model} (workflows: {', '.join(workflows)})")
         return latencies
 
     def _observe(self, workflow: str, ctx: Context) -> None:

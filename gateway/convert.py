@@ -73,9 +73,8 @@ def to_response(ctx: Context, feed: Candidates, *, workflow_version: str, server
             for model, target, version in dict.fromkeys((use.model, use.target, use.version) for use in ctx.models)
         ],
         server_ms=server_ms,
-        release=ctx.serving.release,
-        arm=ctx.serving.arm,
     )
+    response.release, response.arm = ctx.serving.attribution(use.model for use in ctx.models)
     objectives = feed.objectives
     utility = (feed.utility if feed.utility is not None else feed.first_pass_score).tolist()
     scores = feed.scores.tolist() if feed.scores is not None else None

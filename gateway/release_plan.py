@@ -1,12 +1,14 @@
-"""Which releases serve, as a value: the stable one, a canary and its share, and the history rollback
-walks back. Pure and JSON-able, so the supervisor of `--workers N` computes a change once and hands the
-same plan to every worker, and a restarted gateway reads it back from its state directory.
+"""Which releases serve, as a value: per logical model (a release line), the stable release, a canary and
+its share, and the history rollback walks back. Pure and JSON-able, so the supervisor of `--workers N`
+computes a change once and hands the same plans to every worker, and a restarted gateway reads them back
+from its state directory. Lines are independent: the feed's ranker and the jobs ranker release apart.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -78,24 +80,74 @@ class ReleasePlan:
         )
 
 
-def read_plan(state_dir: Path | None) -> ReleasePlan:
-    """The plan saved in `state_dir` (an empty plan when there is none)."""
+@dataclass(frozen=True)
+class ReleasePlans:
+    """One `ReleasePlan` per logical model with releases (`lines`); models without one serve the
+    deployment's own routes and table versions."""
+
+    lines: Mapping[str, ReleasePlan] = field(default_factory=dict)
+
+    @property
+    def manifests(self) -> tuple[str, ...]:
+        return tuple(m for model in sorted(self.lines) for m in self.lines[model].manifests)
+
+    def line(self, model: str) -> ReleasePlan:
+        return self.lines.get(model, ReleasePlan())
+
+    def applied(self, model: str, manifest: str, *, canary_share: float = 0.0) -> ReleasePlans:
+        return self._with(model, self.line(model).applied(manifest, canary_share=canary_share))
+
+    def rolled_back(self, model: str | None) -> tuple[str, ReleasePlans]:
+        """(the model rolled back, the plans after): `model` may be None when one line exists."""
+        if model is None:
+            if len(self.lines) != 1:
+                known = ", ".join(sorted(self.lines)) or "none"
+                raise PlanError(f"name the model to roll back (release lines: {known})")
+            (model,) = self.lines
+        if model not in self.lines:
+            raise PlanError(f"no release of model {model!r} was applied (release lines: {sorted(self.lines)})")
+        return model, self._with(model, self.lines[model].rolled_back())
+
+    def _with(self, model: str, plan: ReleasePlan) -> ReleasePlans:
+        lines = dict(self.lines)
+        if plan.stable is None and not plan.history:
+            lines.pop(model, None)
+        else:
+            lines[model] = plan
+        return ReleasePlans(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"lines": {model: json.loads(plan.to_json()) for model, plan in sorted(self.lines.items())}},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ReleasePlans:
+        raw: Any = json.loads(text)
+        if not isinstance(raw, dict) or not isinstance(raw.get("lines", {}), dict):
+            raise ValueError("release plans are a JSON object with `lines`")
+        return cls({str(m): ReleasePlan.from_json(json.dumps(p)) for m, p in raw.get("lines", {}).items()})
+
+
+def read_plans(state_dir: Path | None) -> ReleasePlans:
+    """The plans saved in `state_dir` (none when there are none)."""
     if state_dir is None:
-        return ReleasePlan()
+        return ReleasePlans()
     path = state_dir / STATE_FILE
     try:
-        return ReleasePlan.from_json(path.read_text())
+        return ReleasePlans.from_json(path.read_text())
     except FileNotFoundError:
-        return ReleasePlan()
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{path}: not a release plan: {error}") from None
+        return ReleasePlans()
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: not release plans: {error}") from None
 
 
-def save_plan(state_dir: Path | None, plan: ReleasePlan) -> None:
-    """Write the plan atomically (a temp file renamed over the old one)."""
+def save_plans(state_dir: Path | None, plans: ReleasePlans) -> None:
+    """Write the plans atomically (a temp file renamed over the old one)."""
     if state_dir is None:
         return
     state_dir.mkdir(parents=True, exist_ok=True)
     staging = state_dir / f".{STATE_FILE}.{os.getpid()}"
-    staging.write_text(plan.to_json())
+    staging.write_text(plans.to_json())
     os.replace(staging, state_dir / STATE_FILE)

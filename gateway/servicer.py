@@ -61,7 +61,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                 feed_request = replace(feed_request, quality=ticket.quality, caller_gone=context.cancelled)
                 answer = await self._app.get_feed(feed_request, timeout_s=_timeout_s(context))
                 outcome = "degraded" if answer.context.degraded else "ok"
-                release, arm = answer.context.serving.release, answer.context.serving.arm
+                release, arm = answer.context.serving.attribution(use.model for use in answer.context.models)
                 if release and answer.feed.utility is not None and len(answer.feed):
                     mean_score = float(answer.feed.utility.mean())
                 return to_response(

@@ -37,8 +37,9 @@ from typing import Any
 
 from engines.config import RouteConfig
 from gateway.control import ControlChannel, ControlError, Message
-from gateway.release_changes import ClusterReleaseChanges
-from gateway.release_plan import PlanError, ReleasePlan, read_plan, save_plan
+from gateway.release_changes import ClusterReleaseChanges, ReleaseChange
+from gateway.release_manifest import ReleaseError, load_release
+from gateway.release_plan import PlanError, ReleasePlans, read_plans, save_plans
 from gateway.releases import ReleaseRejected, report_lines
 from gateway.route_changes import (
     ClusterRouteChanges,
@@ -107,7 +108,7 @@ class Supervisor:
         self._metrics_dir = runtime_dir / "metrics"
         self._workers: dict[int, _Worker] = {}
         self._routes: dict[str, RouteConfig] | None = None  # the cluster's table once a worker reported one
-        self._plan = read_plan(settings.state_dir)  # the releases every worker serves
+        self._plans = read_plans(settings.state_dir)  # the releases every worker serves
         self._lock = asyncio.Lock()  # route changes and worker registrations, one at a time
         self._restarts: list[float] = []
         self._context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited loop or threads
@@ -266,7 +267,7 @@ class Supervisor:
     async def _on_request(self, channel: ControlChannel, message: Message) -> Message:
         op = message.get("op")
         if op == "ready":
-            await self._register(channel, int(message["worker"]), str(message["routes"]), str(message["plan"]))
+            await self._register(channel, int(message["worker"]), str(message["routes"]), str(message["plans"]))
             return {}
         if op == "set_routes":
             return await self._set_routes(message)
@@ -274,7 +275,7 @@ class Supervisor:
             return await self._release(message)
         raise ControlError("invalid_argument", f"unknown operation {op!r}")
 
-    async def _register(self, channel: ControlChannel, index: int, routes: str, plan: str) -> None:
+    async def _register(self, channel: ControlChannel, index: int, routes: str, plans: str) -> None:
         worker = self._workers.get(index)
         if worker is None:
             raise ControlError("failed_precondition", f"no worker {index} is running")
@@ -284,10 +285,10 @@ class Supervisor:
                 self._routes = reported
             elif reported != self._routes:  # started after a change: bring it up to date
                 await channel.request({"op": "swap_routes", "routes": routes_json(self._routes)})
-            if ReleasePlan.from_json(plan) != self._plan:  # it read the state file before a change landed
-                current = self._plan.to_json()
-                await channel.request({"op": "prepare_release", "plan": current}, timeout_s=_STARTUP_TIMEOUT_S)
-                await channel.request({"op": "commit_release", "plan": current}, timeout_s=_STARTUP_TIMEOUT_S)
+            if ReleasePlans.from_json(plans) != self._plans:  # it read the state file before a change landed
+                current = self._plans.to_json()
+                await channel.request({"op": "prepare_release", "plans": current}, timeout_s=_STARTUP_TIMEOUT_S)
+                await channel.request({"op": "commit_release", "plans": current}, timeout_s=_STARTUP_TIMEOUT_S)
             worker.channel = channel
             worker.ready.set()
         log.info("worker ready", extra={"worker": index, "pid": worker.process.pid})
@@ -315,20 +316,23 @@ class Supervisor:
 
     async def _release(self, message: Message) -> Message:
         """Apply or roll back a release on every worker: prepare on all (each loads and validates), then
-        commit on all, then save the plan; the answer comes after the last commit."""
+        commit on all, then save the plans; the answer comes after the last commit."""
         async with self._lock:
             try:
                 if message.get("action") == "rollback":
-                    plan = self._plan.rolled_back()
+                    requested = message.get("model")
+                    model, plans = self._plans.rolled_back(None if requested is None else str(requested))
                     validate: list[str] = []
                 else:
                     manifest = str(message["manifest"])
-                    plan = self._plan.applied(manifest, canary_share=float(message.get("canary_share", 0.0)))
+                    model = load_release(Path(manifest)).model
+                    share = float(message.get("canary_share", 0.0))
+                    plans = self._plans.applied(model, manifest, canary_share=share)
                     validate = [manifest]
-            except PlanError as error:
+            except (PlanError, ReleaseError) as error:
                 raise ControlError("failed_precondition", str(error)) from None
             ready = [w for w in self._workers.values() if w.channel is not None and w.ready.is_set()]
-            prepare = {"op": "prepare_release", "plan": plan.to_json(), "validate": validate}
+            prepare = {"op": "prepare_release", "plans": plans.to_json(), "validate": validate}
             answers = await asyncio.gather(*(self._ask(w, prepare) for w in ready), return_exceptions=True)
             for worker, answer in zip(ready, answers, strict=True):
                 if isinstance(answer, ControlError):
@@ -336,12 +340,13 @@ class Supervisor:
                 if isinstance(answer, BaseException):
                     raise ControlError("internal", f"worker {worker.index}: {answer}")
             report: list[str] = next((list(a.get("report", [])) for a in answers if isinstance(a, dict)), [])
-            if not message.get("dry_run"):
-                await self._on_every(ready, {"op": "commit_release", "plan": plan.to_json()})
-                save_plan(self.settings.state_dir, plan)
-                self._plan = plan
-                log.warning("releases changed on every worker", extra={"stable": plan.stable, "canary": plan.canary})
-            return {"plan": self._plan.to_json() if message.get("dry_run") else plan.to_json(), "report": report}
+            if message.get("dry_run"):
+                return ReleaseChange(model, self._plans, report).to_message()
+            await self._on_every(ready, {"op": "commit_release", "plans": plans.to_json()})
+            save_plans(self.settings.state_dir, plans)
+            self._plans = plans
+            log.warning("releases changed on every worker", extra={"model": model, "releases": plans.manifests})
+            return ReleaseChange(model, plans, report).to_message()
 
     async def _on_every(self, workers: list[_Worker], request: Message, *, undo: str | None = None) -> int:
         """`request` on every worker at once; the first failure is raised naming its worker. With `undo`
@@ -423,13 +428,13 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
             op = message.get("op")
             if op == "prepare_release":
                 try:
-                    plan = ReleasePlan.from_json(str(message["plan"]))
-                    reports = await gateway.app.releases.prepare(plan, validate=list(message.get("validate", [])))
+                    plans = ReleasePlans.from_json(str(message["plans"]))
+                    reports = await gateway.app.releases.prepare(plans, validate=list(message.get("validate", [])))
                 except ReleaseRejected as error:
                     raise ControlError("failed_precondition", str(error)) from None
                 return {"report": report_lines(reports)}
             if op == "commit_release":
-                gateway.app.releases.commit(ReleasePlan.from_json(str(message["plan"])))
+                gateway.app.releases.commit(ReleasePlans.from_json(str(message["plans"])))
                 return {}
             if op in ("check_routes", "swap_routes"):
                 try:
@@ -460,7 +465,7 @@ def worker_main(settings: GatewaySettings, index: int, control_path: str) -> Non
                     "op": "ready",
                     "worker": index,
                     "routes": routes_json(gateway.app.router.routes),
-                    "plan": gateway.app.releases.plan.to_json(),
+                    "plans": gateway.app.releases.plans.to_json(),
                 },
                 timeout_s=_STARTUP_TIMEOUT_S,
             )

@@ -28,18 +28,22 @@ def _percent(value: str) -> float:
 def _print_status(reply: admin_pb2.ReleaseStatus) -> None:
     console = Console(highlight=False)
     if reply.checks:
-        table = Table(title="validation")
+        checks = Table(title="validation")
         for column in ("check", "result", "detail"):
-            table.add_column(column)
+            checks.add_column(column)
         for check in reply.checks:
-            table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
-        console.print(table)
-    stable = reply.stable or "- (the deployment's own routes and pins)"
-    console.print(f"stable:  {stable}")
-    if reply.canary:
-        console.print(f"canary:  {reply.canary} ({reply.canary_percent:g}% of members)")
-    if reply.history:
-        console.print(f"history: {', '.join(reply.history)} (rollback restores the last)")
+            checks.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
+        console.print(checks)
+    if not reply.lines:
+        console.print("no release in force: every model serves the deployment's own routes and table versions")
+        return
+    lines = Table(title="releases in force")
+    for column in ("model", "stable", "canary", "history (rollback restores the last)"):
+        lines.add_column(column)
+    for line in reply.lines:
+        canary = f"{line.canary} ({line.canary_percent:g}% of members)" if line.canary else "-"
+        lines.add_row(line.model, line.stable or "-", canary, ", ".join(line.history) or "-")
+    console.print(lines)
 
 
 @click.group("deploy")
@@ -125,13 +129,14 @@ def apply_command(
 
 
 @deploy.command("rollback")
+@click.option("--model", default="", metavar="MODEL", help="the release line (needed when several models have one)")
 @_TARGET
 @_TOKEN
 @_TIMEOUT
 @tls_options
-def rollback_command(target: str, token: str, timeout_s: float, tls: ClientTls) -> None:
-    """Drop the canary, or when there is none restore the previous stable release."""
-    request = admin_pb2.RollbackReleaseRequest()
+def rollback_command(model: str, target: str, token: str, timeout_s: float, tls: ClientTls) -> None:
+    """Drop the model's canary, or when there is none restore its previous stable release."""
+    request = admin_pb2.RollbackReleaseRequest(model=model)
     reply = _call(target, tls, token, max(timeout_s, 60.0), lambda stub: stub.RollbackRelease, request)
     _print_status(reply)
 
@@ -142,5 +147,6 @@ def rollback_command(target: str, token: str, timeout_s: float, tls: ClientTls) 
 @_TIMEOUT
 @tls_options
 def status_command(target: str, token: str, timeout_s: float, tls: ClientTls) -> None:
-    """Which releases serve: the stable one, a canary and its share, the history rollback walks back."""
+    """Which releases serve, per model: the stable one, a canary and its share, the history rollback walks
+    back."""
     _print_status(_call(target, tls, token, timeout_s, lambda stub: stub.GetReleases, admin_pb2.GetReleasesRequest()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -26,19 +26,33 @@ _NO_TENSORS: Mapping[str, np.ndarray] = MappingProxyType({})
 class Serving:
     """What serves one request, fixed when it starts, so no answer mixes two releases.
 
-    `release` and `arm` name the release and the assignment arm (`stable`, `canary`; empty when no release
-    is applied). `table_pins`: table -> the version this request reads (they win over the store's current
-    versions). `model_routes`: logical model -> the route that serves it for this request (a release
-    installs its routes under their own names); a model not listed is served by the route of its own name.
+    `model_releases`: logical model -> (release, arm) for the models a release serves (arm: `stable`,
+    `canary`); `release` and `arm` summarise them (comma-joined when several release lines serve, empty
+    when none does). `table_pins`: table -> the version this request reads (they win over the store's
+    current versions). `model_routes`: logical model -> the route that serves it for this request (a
+    release installs its routes under their own names); a model not listed is served by the route of its
+    own name.
     """
 
     release: str = ""
     arm: str = ""
     table_pins: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     model_routes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    model_releases: Mapping[str, tuple[str, str]] = field(default_factory=lambda: MappingProxyType({}))
 
     def route(self, model: str) -> str:
         return self.model_routes.get(model, model)
+
+    def release_of(self, model: str) -> str:
+        """The release serving `model` for this request ("" when none does)."""
+        found = self.model_releases.get(model)
+        return "" if found is None else found[0]
+
+    def attribution(self, models: Iterable[str]) -> tuple[str, str]:
+        """(releases, arms) of the releases that served these models (the ones a request called),
+        comma-joined and sorted; ("", "") when no release served any of them."""
+        used = sorted({self.model_releases[m] for m in models if m in self.model_releases})
+        return ",".join(r for r, _ in used), ",".join(a for _, a in used)
 
 
 NO_RELEASE = Serving()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15quasar/v1/admin.proto\x12\tquasar.v1\"U\n\x13\x41pplyReleaseRequest\x12\x15\n\rmanifest_path\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x02 \x01(\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"\x18\n\x16RollbackReleaseRequest\"\x14\n\x12GetReleasesRequest\"8\n\x0cReleaseCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xb3\x01\n\rReleaseStatus\x12\x0e\n\x06stable\x18\x01 \x01(\t\x12\x17\n\x0fstable_manifest\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61nary\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61nary_manifest\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x05 \x01(\x01\x12\x0f\n\x07history\x18\x06 \x03(\t\x12\'\n\x06\x63hecks\x18\x07 \x03(\x0b\x32\x17.quasar.v1.ReleaseCheck\"\x12\n\x10GetRoutesRequest\"J\n\x11GetRoutesResponse\x12\x13\n\x0broutes_json\x18\x01 \x01(\t\x12\x0f\n\x07\x65ngines\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"]\n\x10SetRoutesRequest\x12\x0e\n\x06routes\x18\x01 \x01(\t\x12\x0e\n\x06remove\x18\x02 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"J\n\x11SetRoutesResponse\x12\x13\n\x0broutes_json\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t2\x80\x03\n\x0c\x41\x64minService\x12\x46\n\tGetRoutes\x12\x1b.quasar.v1.GetRoutesRequest\x1a\x1c.quasar.v1.GetRoutesResponse\x12\x46\n\tSetRoutes\x12\x1b.quasar.v1.SetRoutesRequest\x1a\x1c.quasar.v1.SetRoutesResponse\x12H\n\x0c\x41pplyRelease\x12\x1e.quasar.v1.ApplyReleaseRequest\x1a\x18.quasar.v1.ReleaseStatus\x12N\n\x0fRollbackRelease\x12!.quasar.v1.RollbackReleaseRequest\x1a\x18.quasar.v1.ReleaseStatus\x12\x46\n\x0bGetReleases\x12\x1d.quasar.v1.GetReleasesRequest\x1a\x18.quasar.v1.ReleaseStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15quasar/v1/admin.proto\x12\tquasar.v1\"U\n\x13\x41pplyReleaseRequest\x12\x15\n\rmanifest_path\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x02 \x01(\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"\'\n\x16RollbackReleaseRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x14\n\x12GetReleasesRequest\"8\n\x0cReleaseCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x97\x01\n\x0bReleaseLine\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06stable\x18\x02 \x01(\t\x12\x17\n\x0fstable_manifest\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61nary\x18\x04 \x01(\t\x12\x17\n\x0f\x63\x61nary_manifest\x18\x05 \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x06 \x01(\x01\x12\x0f\n\x07history\x18\x07 \x03(\t\"\x88\x01\n\rReleaseStatus\x12\'\n\x07\x63hanged\x18\x01 \x01(\x0b\x32\x16.quasar.v1.ReleaseLine\x12%\n\x05lines\x18\x02 \x03(\x0b\x32\x16.quasar.v1.ReleaseLine\x12\'\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x17.quasar.v1.ReleaseCheck\"\x12\n\x10GetRoutesRequest\"J\n\x11GetRoutesResponse\x12\x13\n\x0broutes_json\x18\x01 \x01(\t\x12\x0f\n\x07\x65ngines\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"]\n\x10SetRoutesRequest\x12\x0e\n\x06routes\x18\x01 \x01(\t\x12\x0e\n\x06remove\x18\x02 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"J\n\x11SetRoutesResponse\x12\x13\n\x0broutes_json\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t2\x80\x03\n\x0c\x41\x64minService\x12\x46\n\tGetRoutes\x12\x1b.quasar.v1.GetRoutesRequest\x1a\x1c.quasar.v1.GetRoutesResponse\x12\x46\n\tSetRoutes\x12\x1b.quasar.v1.SetRoutesRequest\x1a\x1c.quasar.v1.SetRoutesResponse\x12H\n\x0c\x41pplyRelease\x12\x1e.quasar.v1.ApplyReleaseRequest\x1a\x18.quasar.v1.ReleaseStatus\x12N\n\x0fRollbackRelease\x12!.quasar.v1.RollbackReleaseRequest\x1a\x18.quasar.v1.ReleaseStatus\x12\x46\n\x0bGetReleases\x12\x1d.quasar.v1.GetReleasesRequest\x1a\x18.quasar.v1.ReleaseStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLYRELEASEREQUEST']._serialized_start=36
   _globals['_APPLYRELEASEREQUEST']._serialized_end=121
   _globals['_ROLLBACKRELEASEREQUEST']._serialized_start=123
-  _globals['_ROLLBACKRELEASEREQUEST']._serialized_end=147
-  _globals['_GETRELEASESREQUEST']._serialized_start=149
-  _globals['_GETRELEASESREQUEST']._serialized_end=169
-  _globals['_RELEASECHECK']._serialized_start=171
-  _globals['_RELEASECHECK']._serialized_end=227
-  _globals['_RELEASESTATUS']._serialized_start=230
-  _globals['_RELEASESTATUS']._serialized_end=409
-  _globals['_GETROUTESREQUEST']._serialized_start=411
-  _globals['_GETROUTESREQUEST']._serialized_end=429
-  _globals['_GETROUTESRESPONSE']._serialized_start=431
-  _globals['_GETROUTESRESPONSE']._serialized_end=505
-  _globals['_SETROUTESREQUEST']._serialized_start=507
-  _globals['_SETROUTESREQUEST']._serialized_end=600
-  _globals['_SETROUTESRESPONSE']._serialized_start=602
-  _globals['_SETROUTESRESPONSE']._serialized_end=676
-  _globals['_ADMINSERVICE']._serialized_start=679
-  _globals['_ADMINSERVICE']._serialized_end=1063
+  _globals['_ROLLBACKRELEASEREQUEST']._serialized_end=162
+  _globals['_GETRELEASESREQUEST']._serialized_start=164
+  _globals['_GETRELEASESREQUEST']._serialized_end=184
+  _globals['_RELEASECHECK']._serialized_start=186
+  _globals['_RELEASECHECK']._serialized_end=242
+  _globals['_RELEASELINE']._serialized_start=245
+  _globals['_RELEASELINE']._serialized_end=396
+  _globals['_RELEASESTATUS']._serialized_start=399
+  _globals['_RELEASESTATUS']._serialized_end=535
+  _globals['_GETROUTESREQUEST']._serialized_start=537
+  _globals['_GETROUTESREQUEST']._serialized_end=555
+  _globals['_GETROUTESRESPONSE']._serialized_start=557
+  _globals['_GETROUTESRESPONSE']._serialized_end=631
+  _globals['_SETROUTESREQUEST']._serialized_start=633
+  _globals['_SETROUTESREQUEST']._serialized_end=726
+  _globals['_SETROUTESRESPONSE']._serialized_start=728
+  _globals['_SETROUTESRESPONSE']._serialized_end=802
+  _globals['_ADMINSERVICE']._serialized_start=805
+  _globals['_ADMINSERVICE']._serialized_end=1189
 # @@protoc_insertion_point(module_scope)

@@ -50,12 +50,17 @@ Global___ApplyReleaseRequest: _TypeAlias = ApplyReleaseRequest  # noqa: Y015
 class RollbackReleaseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The logical model whose release line rolls back; empty when only one model has releases."""
     def __init__(
         self,
+        *,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -102,18 +107,21 @@ class ReleaseCheck(_message.Message):
 Global___ReleaseCheck: _TypeAlias = ReleaseCheck  # noqa: Y015
 
 @_typing.final
-class ReleaseStatus(_message.Message):
+class ReleaseLine(_message.Message):
+    """One logical model's releases in force."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    MODEL_FIELD_NUMBER: _builtins.int
     STABLE_FIELD_NUMBER: _builtins.int
     STABLE_MANIFEST_FIELD_NUMBER: _builtins.int
     CANARY_FIELD_NUMBER: _builtins.int
     CANARY_MANIFEST_FIELD_NUMBER: _builtins.int
     CANARY_PERCENT_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
-    CHECKS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
     stable: _builtins.str
-    """The stable release and its manifest ("" when none: the deployment's own routes and pins serve)."""
+    """The stable release and its manifest ("" when none)."""
     stable_manifest: _builtins.str
     canary: _builtins.str
     canary_manifest: _builtins.str
@@ -122,6 +130,40 @@ class ReleaseStatus(_message.Message):
     def history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Earlier stable releases, most recent last (what rollback restores)."""
 
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        stable: _builtins.str = ...,
+        stable_manifest: _builtins.str = ...,
+        canary: _builtins.str = ...,
+        canary_manifest: _builtins.str = ...,
+        canary_percent: _builtins.float = ...,
+        history: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "canary_manifest", b"canary_manifest", "canary_percent", b"canary_percent", "history", b"history", "model", b"model", "stable", b"stable", "stable_manifest", b"stable_manifest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseLine: _TypeAlias = ReleaseLine  # noqa: Y015
+
+@_typing.final
+class ReleaseStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changed(self) -> Global___ReleaseLine:
+        """The line the call changed (ApplyRelease, RollbackRelease); unset for GetReleases."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleaseLine]:
+        """Every release line in force; a model without one serves the deployment's own routes and pins."""
+
     @_builtins.property
     def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleaseCheck]:
         """Validation checks of the release an ApplyRelease call validated."""
@@ -129,17 +171,13 @@ class ReleaseStatus(_message.Message):
     def __init__(
         self,
         *,
-        stable: _builtins.str = ...,
-        stable_manifest: _builtins.str = ...,
-        canary: _builtins.str = ...,
-        canary_manifest: _builtins.str = ...,
-        canary_percent: _builtins.float = ...,
-        history: _abc.Iterable[_builtins.str] | None = ...,
+        changed: Global___ReleaseLine | None = ...,
+        lines: _abc.Iterable[Global___ReleaseLine] | None = ...,
         checks: _abc.Iterable[Global___ReleaseCheck] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "canary_manifest", b"canary_manifest", "canary_percent", b"canary_percent", "checks", b"checks", "history", b"history", "stable", b"stable", "stable_manifest", b"stable_manifest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "checks", b"checks", "lines", b"lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -105,8 +105,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RollbackRelease(self, request, context):
-        """RollbackRelease drops the canary when there is one, else restores the previous stable release.
-        FAILED_PRECONDITION  nothing to roll back to
+        """RollbackRelease drops the model's canary when there is one, else restores its previous stable release.
+        FAILED_PRECONDITION  nothing to roll back to; several release lines and no model named
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

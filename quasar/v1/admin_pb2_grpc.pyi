@@ -58,8 +58,8 @@ class AdminServiceStub:
       FAILED_PRECONDITION  validation failed (the report names each failed check)
     """
     RollbackRelease: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RollbackReleaseRequest, _admin_pb2.ReleaseStatus]
-    """RollbackRelease drops the canary when there is one, else restores the previous stable release.
-      FAILED_PRECONDITION  nothing to roll back to
+    """RollbackRelease drops the model's canary when there is one, else restores its previous stable release.
+      FAILED_PRECONDITION  nothing to roll back to; several release lines and no model named
     """
     GetReleases: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetReleasesRequest, _admin_pb2.ReleaseStatus]
     """GetReleases says which releases serve."""
@@ -94,8 +94,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
       FAILED_PRECONDITION  validation failed (the report names each failed check)
     """
     RollbackRelease: _aio.UnaryUnaryMultiCallable[_admin_pb2.RollbackReleaseRequest, _admin_pb2.ReleaseStatus]  # type: ignore[assignment]
-    """RollbackRelease drops the canary when there is one, else restores the previous stable release.
-      FAILED_PRECONDITION  nothing to roll back to
+    """RollbackRelease drops the model's canary when there is one, else restores its previous stable release.
+      FAILED_PRECONDITION  nothing to roll back to; several release lines and no model named
     """
     GetReleases: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetReleasesRequest, _admin_pb2.ReleaseStatus]  # type: ignore[assignment]
     """GetReleases says which releases serve."""
@@ -151,8 +151,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RollbackReleaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ReleaseStatus, _abc.Awaitable[_admin_pb2.ReleaseStatus]]:
-        """RollbackRelease drops the canary when there is one, else restores the previous stable release.
-          FAILED_PRECONDITION  nothing to roll back to
+        """RollbackRelease drops the model's canary when there is one, else restores its previous stable release.
+          FAILED_PRECONDITION  nothing to roll back to; several release lines and no model named
         """
 
     @_abc_1.abstractmethod

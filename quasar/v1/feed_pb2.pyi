@@ -246,7 +246,9 @@ class GetFeedResponse(_message.Message):
     workflow_version: _builtins.str
     server_ms: _builtins.float
     release: _builtins.str
-    """The release that served the request ("" when none is applied) and the member's arm: stable | canary."""
+    """The releases whose models served this answer ("" when none did) and the member's arm in each
+    (stable | canary), comma-joined in the same order when several release lines served it.
+    """
     arm: _builtins.str
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedItem]: ...

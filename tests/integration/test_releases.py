@@ -154,7 +154,7 @@ async def test_apply_under_load_fails_no_request_and_mixes_no_releases(
     stub = feed_pb2_grpc.FeedServiceStub(channel)
     r1 = load_release(release_world.r1).name
     status = await _apply(channel, release_world.r1)
-    assert status.stable == r1
+    assert status.changed.stable == r1
     assert any(c.name == "warm-up" and c.ok for c in status.checks)
 
     answers: list[feed_pb2.GetFeedResponse] = []
@@ -182,8 +182,8 @@ async def test_apply_under_load_fails_no_request_and_mixes_no_releases(
 
     r2 = load_release(release_world.r2).name
     assert failures == []
-    assert status.stable == r2
-    assert list(status.history) == [r1]
+    assert status.changed.stable == r2
+    assert list(status.changed.history) == [r1]
     releases = [a.release for a in answers]
     assert releases[0] == r1
     assert releases[-1] == r2
@@ -217,11 +217,11 @@ async def test_a_pushed_table_pinned_by_a_release_serves_without_a_restart(
     release, version, items_r2 = await ranked()
     assert (release, version) == (load_release(release_world.r2).name, PUSHED_VERSION)
     assert items_r2 != items_r1  # other item vectors, another ranking: the pushed version is what serves
-    assert json.loads((state / "releases.json").read_text())["stable"] == str(release_world.r2)
+    assert json.loads((state / "releases.json").read_text())["lines"]["feed_ranker"]["stable"] == str(release_world.r2)
 
     admin = admin_pb2_grpc.AdminServiceStub(running.channel)  # type: ignore[attr-defined]
     status = await admin.RollbackRelease(admin_pb2.RollbackReleaseRequest(), metadata=AUTH, timeout=60)
-    assert status.stable == load_release(release_world.r1).name
+    assert status.changed.stable == load_release(release_world.r1).name
     release, version, items = await ranked()
     assert version != PUSHED_VERSION
     assert items == items_r1
@@ -235,8 +235,8 @@ async def test_a_canary_serves_a_sticky_share_of_members(
     stub = feed_pb2_grpc.FeedServiceStub(channel)
     await _apply(channel, release_world.r1)
     status = await _apply(channel, release_world.r2, percent=30.0)
-    assert status.canary == load_release(release_world.r2).name
-    assert status.canary_percent == pytest.approx(30.0)
+    assert status.changed.canary == load_release(release_world.r2).name
+    assert status.changed.canary_percent == pytest.approx(30.0)
 
     async def arm(member: int) -> tuple[str, str]:
         answer = await stub.GetFeed(feed_pb2.GetFeedRequest(member_id=member, count=5), timeout=5)
@@ -249,11 +249,11 @@ async def test_a_canary_serves_a_sticky_share_of_members(
     assert first == again  # sticky
     share = sum(a == "canary" for a, _ in first) / len(first)
     assert 0.2 < share < 0.4
-    assert {r for a, r in first if a == "canary"} == {status.canary}
+    assert {r for a, r in first if a == "canary"} == {status.changed.canary}
 
     admin = admin_pb2_grpc.AdminServiceStub(channel)
     status = await admin.RollbackRelease(admin_pb2.RollbackReleaseRequest(), metadata=AUTH, timeout=60)
-    assert status.canary == ""
+    assert status.changed.canary == ""
     assert {await arm(m) for m in members} == {("stable", load_release(release_world.r1).name)}
 
 
@@ -297,3 +297,69 @@ async def test_apply_refuses_an_invalid_release_and_keeps_serving(
     routes = running.server.app.router.routes  # type: ignore[attr-defined]
     assert "feed_ranker@broken" not in routes  # installed for its warm-up only, removed with the refusal
     assert f"feed_ranker@{load_release(release_world.r1).name}" in routes
+
+
+def _jobs_release(world: Path, directory: Path, name: str, tables: dict[str, str]) -> Path:
+    """A release of the jobs product's ranker (its own line), with a validation sample of its own outputs."""
+    import onnxruntime as ort
+
+    model = world / "models" / "jobs_ranker.onnx"
+    inputs = np.random.default_rng(2).random((64, 8), dtype=np.float32)
+    (scores,) = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"features": inputs})
+    np.savez(directory / f"{name}.npz", **{"in.features": inputs, "out.scores": scores})
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "release": name,
+                "model": "jobs_ranker",
+                "signature": str(world / "models" / "jobs_ranker.signature.yaml"),
+                "artifacts": {"jobs_onnx": {"file": str(model)}},
+                "tables": tables,
+                "route": {"targets": [{"engine": "jobs_onnx"}]},
+                "validation": {"sample": f"{name}.npz", "workflow": "jobs", "warmup_requests": 4},
+            }
+        )
+    )
+    return path
+
+
+async def test_two_products_release_apart_and_may_not_pin_a_table_two_ways(
+    release_gateway: tuple[object, Path], release_world: ReleaseWorld, tmp_path: Path
+) -> None:
+    running, _state = release_gateway
+    channel = running.channel  # type: ignore[attr-defined]
+    stub = feed_pb2_grpc.FeedServiceStub(channel)
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    feed = load_release(release_world.r1).name
+    await _apply(channel, release_world.r1)
+    jobs = _jobs_release(release_world.root, tmp_path, "jobs-1", {})
+    status = await _apply(channel, jobs)
+    assert {(line.model, line.stable) for line in status.lines} == {("feed_ranker", feed), ("jobs_ranker", "jobs-1")}
+
+    feed_answer = await stub.GetFeed(feed_pb2.GetFeedRequest(member_id=5, count=5), timeout=5)
+    jobs_answer = await stub.GetFeed(feed_pb2.GetFeedRequest(member_id=5, count=5, workflow="jobs"), timeout=5)
+    assert (feed_answer.release, feed_answer.arm) == (feed, "stable")  # each answer names what served it
+    assert (jobs_answer.release, jobs_answer.arm) == ("jobs-1", "stable")
+    assert {m.target for m in jobs_answer.model_versions if m.model == "jobs_ranker"} == {
+        "jobs_onnx/jobs_ranker@jobs-1"
+    }
+
+    # Both lines serve every request: a jobs release may not pin a table the feed's pins otherwise.
+    feed_tables = yaml.safe_load(release_world.r1.read_text())["tables"]
+    conflicting = _jobs_release(release_world.root, tmp_path, "jobs-2", {PUSHED_TABLE: PUSHED_VERSION})
+    assert feed_tables[PUSHED_TABLE] != PUSHED_VERSION
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _apply(channel, conflicting)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"table {PUSHED_TABLE} is pinned at" in (refused.value.details() or "")
+
+    with pytest.raises(grpc.aio.AioRpcError) as ambiguous:
+        await admin.RollbackRelease(admin_pb2.RollbackReleaseRequest(), metadata=AUTH, timeout=60)
+    assert "name the model" in (ambiguous.value.details() or "")
+    await _apply(channel, release_world.r2)
+    status = await admin.RollbackRelease(
+        admin_pb2.RollbackReleaseRequest(model="feed_ranker"), metadata=AUTH, timeout=60
+    )
+    assert (status.changed.model, status.changed.stable) == ("feed_ranker", feed)
+    assert {(line.model, line.stable) for line in status.lines} == {("feed_ranker", feed), ("jobs_ranker", "jobs-1")}

@@ -284,7 +284,7 @@ async def test_a_release_is_in_force_on_every_worker_when_acknowledged_and_on_a_
         status = await admin_pb2_grpc.AdminServiceStub(channel).ApplyRelease(
             admin_pb2.ApplyReleaseRequest(manifest_path=str(manifest)), metadata=AUTH, timeout=120
         )
-    assert status.stable == release
+    assert status.changed.stable == release
     assert any(check.name == "scores on local_onnx" and check.ok for check in status.checks)
     expected = {(release, f"local_onnx/feed_ranker@{release}")}
     assert await releases_seen_on_fresh_connections(cluster.target) == expected

@@ -1,5 +1,5 @@
-"""The one assignment mechanism: stable, uniform, independent per salt; route arms, experiment buckets and
-release canaries all use it."""
+"""The one assignment mechanism: stable, uniform, independent per salt; route arms and experiment buckets
+use it (release canaries too: tests/unit/gateway/test_release_serving.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import pytest
 
 from engines.assignment import assign, assignment_point
 from engines.router import routing_point
-from gateway.release_plan import ReleasePlan
-from gateway.releases import CANARY_SALT, InForce
-from remix.context import Serving
 from remix.steps import experiment_bucket
 
 
@@ -29,14 +26,6 @@ def test_route_arms_and_experiment_buckets_are_the_same_mechanism() -> None:
     for key in range(100):
         assert routing_point("feed_ranker", key) == assignment_point("feed_ranker", key)
         assert experiment_bucket(key, "feed", ("a", "b", "c")) == assign("feed", key, ("a", "b", "c"))
-
-
-def test_a_canary_takes_the_members_below_its_share() -> None:
-    plan = ReleasePlan(stable="/r1.yaml", canary="/r2.yaml", canary_share=0.25)
-    in_force = InForce(plan, stable=Serving(release="r1", arm="stable"), canary=Serving(release="r2", arm="canary"))
-    for member in range(500):
-        expected = "canary" if assignment_point(CANARY_SALT, member) < 0.25 else "stable"
-        assert in_force.serving(member).arm == expected
 
 
 def test_assign_needs_arms() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.release_manifest import ReleaseError, load_release
-from gateway.release_plan import PlanError, ReleasePlan, read_plan, save_plan
+from gateway.release_plan import PlanError, ReleasePlan, ReleasePlans, read_plans, save_plans
 
 
 def test_apply_moves_the_stable_release_to_history_and_rollback_walks_back() -> None:
@@ -42,13 +42,30 @@ def test_a_canary_needs_a_stable_release_and_a_share_in_range() -> None:
 
 
 def test_plans_round_trip_through_the_state_directory(tmp_path: Path) -> None:
-    assert read_plan(tmp_path) == ReleasePlan()
-    plan = ReleasePlan().applied("/r1").applied("/r2", canary_share=0.3)
-    save_plan(tmp_path, plan)
-    assert read_plan(tmp_path) == plan
+    assert read_plans(tmp_path) == ReleasePlans()
+    plans = ReleasePlans().applied("feed", "/r1").applied("feed", "/r2", canary_share=0.3).applied("jobs", "/j1")
+    save_plans(tmp_path, plans)
+    assert read_plans(tmp_path) == plans
     (tmp_path / "releases.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="not a release plan"):
-        read_plan(tmp_path)
+    with pytest.raises(ValueError, match="not release plans"):
+        read_plans(tmp_path)
+
+
+def test_release_lines_are_independent_and_rollback_names_its_line() -> None:
+    plans = ReleasePlans().applied("feed", "/f1").applied("jobs", "/j1").applied("feed", "/f2")
+    assert plans.line("feed") == ReleasePlan(stable="/f2", history=("/f1",))
+    assert plans.line("jobs") == ReleasePlan(stable="/j1")
+    assert plans.manifests == ("/f2", "/j1")
+    with pytest.raises(PlanError, match="name the model to roll back"):
+        plans.rolled_back(None)
+    model, back = plans.rolled_back("feed")
+    assert model == "feed"
+    assert back.line("feed") == ReleasePlan(stable="/f1")
+    assert back.line("jobs") == ReleasePlan(stable="/j1")
+    with pytest.raises(PlanError, match="no release of model 'other'"):
+        plans.rolled_back("other")
+    only, single = ReleasePlans().applied("jobs", "/j1").applied("jobs", "/j2").rolled_back(None)
+    assert (only, single.line("jobs").stable) == ("jobs", "/j1")
 
 
 @pytest.mark.parametrize(
