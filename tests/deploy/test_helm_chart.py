@@ -51,6 +51,7 @@ FEED_SERVICE = "quasar.v1.FeedService"
 EVERYTHING: dict[str, Any] = {
     "gateway": {
         "world": {"source": "persistentVolumeClaim", "persistentVolumeClaim": {"claimName": "quasar-world"}},
+        "state": {"path": "/var/lib/quasar/state", "persistentVolumeClaim": {"claimName": "quasar-state"}},
         "workflows": {"feed.yaml": feed_product.workflow_document()},
         "serviceMonitor": {"enabled": True},
         "autoscaling": {"enabled": False},
@@ -621,6 +622,22 @@ def test_workflows_are_mounted_and_named_in_the_settings(releases: dict[str, Rel
     world = next(v for v in spec["volumes"] if v["name"] == "world")
     assert world["persistentVolumeClaim"] == {"claimName": "quasar-world", "readOnly": True}
     assert "initContainers" not in spec
+
+
+def test_the_gateway_state_is_a_shared_claim_or_a_pod_local_volume(
+    releases: dict[str, Release], tmp_path: Path
+) -> None:
+    for name, volume in (("everything", {"persistentVolumeClaim": {"claimName": "quasar-state"}}), ("cpu", None)):
+        release = releases[name]
+        assert str(gateway_settings(release, tmp_path).state_dir) == "/var/lib/quasar/state"
+        spec = pod_spec(release.get("Deployment", f"{FULLNAME}-gateway"))
+        state = next(v for v in spec["volumes"] if v["name"] == "state")
+        if volume is None:
+            assert "emptyDir" in state  # per pod: releases last as long as the pod
+        else:
+            assert {k: v for k, v in state.items() if k != "name"} == volume
+        (gateway,) = [c for c in spec["containers"] if c["name"] == "gateway"]
+        assert {"name": "state", "mountPath": "/var/lib/quasar/state"} in gateway["volumeMounts"]
 
 
 # --- custom resources (no offline schema: structure asserted here) --------------------------------------

@@ -184,6 +184,7 @@ redis://from-secret.invalid:6379/0
 {{- $_ := set $settings "port" (int .Values.gateway.ports.grpc) -}}
 {{- $_ := set $settings "metrics_port" (int .Values.gateway.ports.metrics) -}}
 {{- $_ := set $settings "world_dir" (include "quasar.worldDir" .) -}}
+{{- $_ := set $settings "state_dir" .Values.gateway.state.path -}}
 {{- if .Values.gateway.workflows -}}
 {{- $_ := set $settings "workflows_dir" "/etc/quasar/workflows" -}}
 {{- end -}}
