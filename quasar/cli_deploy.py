@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quasar._client_channel import ClientTls, tls_options
-from quasar.cli_routes import _TARGET, _TIMEOUT, _TOKEN, _call
+from quasar.cli_routes import _DEFAULT_TARGET, _TARGET, _TIMEOUT, _TOKEN, _call
 from quasar.v1 import admin_pb2
 
 
@@ -44,6 +44,17 @@ def _print_status(reply: admin_pb2.ReleaseStatus) -> None:
         canary = f"{line.canary} ({line.canary_percent:g}% of members)" if line.canary else "-"
         lines.add_row(line.model, line.stable or "-", canary, ", ".join(line.history) or "-")
     console.print(lines)
+
+
+_TARGETS = click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    default=(_DEFAULT_TARGET,),
+    show_default=True,
+    metavar="HOST:PORT",
+    help="a gateway (repeat for each pod: applied one after the other, stopping at the first refusal)",
+)
 
 
 @click.group("deploy")
@@ -107,12 +118,18 @@ def validate_command(release: Path, config_file: Path | None, world_dir: Path | 
 @click.argument("release", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--canary", "canary", default=None, metavar="PERCENT", help="serve it to this share of members first")
 @click.option("--dry-run", is_flag=True, help="validate and load on the gateway, switch nothing")
-@_TARGET
+@_TARGETS
 @_TOKEN
 @_TIMEOUT
 @tls_options
 def apply_command(
-    release: Path, canary: str | None, dry_run: bool, target: str, token: str, timeout_s: float, tls: ClientTls
+    release: Path,
+    canary: str | None,
+    dry_run: bool,
+    targets: tuple[str, ...],
+    token: str,
+    timeout_s: float,
+    tls: ClientTls,
 ) -> None:
     """Apply RELEASE (a manifest path the gateway can read) on a running gateway: validated and loaded on
     every worker, then tables, pins and routes switch together. With --canary 5%, a sticky 5% of members
@@ -122,23 +139,29 @@ def apply_command(
         canary_percent=0.0 if canary is None else _percent(canary),
         dry_run=dry_run,
     )
-    reply = _call(target, tls, token, max(timeout_s, 60.0), lambda stub: stub.ApplyRelease, request)
-    if dry_run:
-        click.echo("dry run: validated and loaded, nothing switched")
-    _print_status(reply)
+    for target in targets:
+        if len(targets) > 1:
+            click.echo(f"gateway {target}:")
+        reply = _call(target, tls, token, max(timeout_s, 60.0), lambda stub: stub.ApplyRelease, request)
+        if dry_run:
+            click.echo("dry run: validated and loaded, nothing switched")
+        _print_status(reply)
 
 
 @deploy.command("rollback")
 @click.option("--model", default="", metavar="MODEL", help="the release line (needed when several models have one)")
-@_TARGET
+@_TARGETS
 @_TOKEN
 @_TIMEOUT
 @tls_options
-def rollback_command(model: str, target: str, token: str, timeout_s: float, tls: ClientTls) -> None:
+def rollback_command(model: str, targets: tuple[str, ...], token: str, timeout_s: float, tls: ClientTls) -> None:
     """Drop the model's canary, or when there is none restore its previous stable release."""
     request = admin_pb2.RollbackReleaseRequest(model=model)
-    reply = _call(target, tls, token, max(timeout_s, 60.0), lambda stub: stub.RollbackRelease, request)
-    _print_status(reply)
+    for target in targets:
+        if len(targets) > 1:
+            click.echo(f"gateway {target}:")
+        reply = _call(target, tls, token, max(timeout_s, 60.0), lambda stub: stub.RollbackRelease, request)
+        _print_status(reply)
 
 
 @deploy.command("status")

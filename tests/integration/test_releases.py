@@ -363,3 +363,40 @@ async def test_two_products_release_apart_and_may_not_pin_a_table_two_ways(
     )
     assert (status.changed.model, status.changed.stable) == ("feed_ranker", feed)
     assert {(line.model, line.stable) for line in status.lines} == {("feed_ranker", feed), ("jobs_ranker", "jobs-1")}
+
+
+async def test_the_deploy_command_applies_to_every_gateway_named_and_says_what_serves(
+    release_world: ReleaseWorld, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from quasar.cli import main
+
+    pods = [
+        await start_gateway(
+            make_settings(release_world.root, admin_token=TOKEN, state_dir=tmp_path / f"pod{i}"), Gates()
+        )
+        for i in range(2)
+    ]
+    try:
+        targets = [arg for pod in pods for arg in ("--target", pod.target)]
+
+        def deploy(*args: str) -> str:
+            result = CliRunner().invoke(main, ["deploy", *args, "--token", TOKEN], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        applied = await asyncio.to_thread(deploy, "apply", str(release_world.r2), *targets)
+        r2 = load_release(release_world.r2).name
+        assert applied.count("gateway 127.0.0.1:") == 2
+        assert "warm-up" in applied
+        for pod in pods:
+            answer = await pod.stub.GetFeed(feed_pb2.GetFeedRequest(member_id=9, count=5), timeout=5)
+            assert answer.release == r2
+        status = await asyncio.to_thread(deploy, "status", "--target", pods[1].target)
+        assert "feed_ranker" in status
+        assert r2 in status
+    finally:
+        for pod in pods:
+            await pod.channel.close()
+            await pod.server.drain_and_stop()
