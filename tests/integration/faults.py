@@ -287,6 +287,12 @@ class Sample:
     code: grpc.StatusCode
     details: str = ""
     degraded_reasons: tuple[str, ...] = ()
+    degraded: bool = False
+    targets: tuple[tuple[str, str], ...] = ()  # (model, target that answered) from the reply's model_versions
+
+    def target(self, model: str) -> str:
+        """The target that served `model` for this call ('' when it was not called or the call failed)."""
+        return dict(self.targets).get(model, "")
 
     @property
     def ok(self) -> bool:
@@ -320,6 +326,8 @@ async def call(get_feed: GetFeed, phase: str, request: feed_pb2.GetFeedRequest, 
         time.monotonic() - sent_s,
         grpc.StatusCode.OK,
         degraded_reasons=tuple(reply.degraded_reasons),
+        degraded=reply.degraded,
+        targets=tuple((m.model, m.target) for m in reply.model_versions),
     )
 
 

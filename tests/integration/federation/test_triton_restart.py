@@ -16,20 +16,17 @@ import contextlib
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 import tritonclient.grpc
 
 from engines.breaker import BreakerState
 from engines.config import BreakerConfig, RouteConfig
 from quasar.v1 import feed_pb2
-from tests.integration.faults import Sample, figures, wait_until
+from tests.integration.faults import Sample, call, figures, wait_until
 from tests.integration.federation.conftest import RANKER, federated_engines, gateway_on, target, triton_config
 from tests.peers import triton_server
 from tests.peers.triton_server import TritonPeer, start_triton_peer
@@ -51,42 +48,10 @@ LOCAL = f"local_onnx/{RANKER}"
 FALLBACK_REASON = "rank: dependency"
 
 
-@dataclass(frozen=True)
-class RankedSample(Sample):
-    """A GetFeed call and, when answered, the target that ranked it (its `model_versions` entry; '' when the
-    ranker was not called: every candidate source failed, which a loaded machine does now and then)."""
-
-    target: str = ""
-    degraded: bool = False
-
-
-async def ranked_call(get_feed: Callable[..., Any], phase: str, request: feed_pb2.GetFeedRequest) -> RankedSample:
-    sent_s = time.monotonic()
-    try:
-        reply = await get_feed(request, timeout=CALLER_DEADLINE_S)
-    except grpc.aio.AioRpcError as error:
-        return RankedSample(
-            phase,
-            request.request_id,
-            request.member_id,
-            sent_s,
-            CALLER_DEADLINE_S,
-            time.monotonic() - sent_s,
-            error.code(),
-            error.details() or "",
-        )
-    return RankedSample(
-        phase,
-        request.request_id,
-        request.member_id,
-        sent_s,
-        CALLER_DEADLINE_S,
-        time.monotonic() - sent_s,
-        grpc.StatusCode.OK,
-        degraded_reasons=tuple(reply.degraded_reasons),
-        target={m.model: m.target for m in reply.model_versions}.get(RANKER, ""),
-        degraded=reply.degraded,
-    )
+def ranked_by(sample: Sample) -> str:
+    """The target that ranked the call ('' when the ranker was not called: every candidate source failed,
+    which a loaded machine does now and then)."""
+    return sample.target(RANKER)
 
 
 class RestartableTriton:
@@ -141,8 +106,8 @@ def triton(small_world: Path) -> Iterator[RestartableTriton]:
             server.stop_now()
 
 
-def answered_by(samples: list[RankedSample]) -> str:
-    counts = Counter(s.target or "not ranked" for s in samples if s.ok)
+def answered_by(samples: list[Sample]) -> str:
+    counts = Counter(ranked_by(s) or "not ranked" for s in samples if s.ok)
     return ", ".join(f"{name} {n}" for name, n in counts.most_common()) or "-"
 
 
@@ -152,13 +117,13 @@ async def test_triton_killed_under_load_then_restarted(small_world: Path, triton
         fallback=[target("local_onnx")],
     )
     engines = federated_engines(small_world, route, {"triton": triton_config(triton.peer)})
-    samples: list[RankedSample] = []
+    samples: list[Sample] = []
     phase = ["baseline"]
     stop = asyncio.Event()
     marks: dict[str, float] = {}
 
     def count(name: str, where: str | None = None) -> int:
-        return sum(s.phase == name and (where is None or s.target == where) for s in samples)
+        return sum(s.phase == name and (where is None or ranked_by(s) == where) for s in samples)
 
     async with gateway_on(small_world, engines) as gateway:
         router = gateway.server.app.router
@@ -167,7 +132,7 @@ async def test_triton_killed_under_load_then_restarted(small_world: Path, triton
         async def worker() -> None:
             while not stop.is_set():
                 request = feed_pb2.GetFeedRequest(request_id=f"r{len(samples)}", member_id=next(members), count=20)
-                samples.append(await ranked_call(gateway.stub.GetFeed, phase[0], request))
+                samples.append(await call(gateway.stub.GetFeed, phase[0], request, CALLER_DEADLINE_S))
 
         load = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
         restarted: asyncio.Task[TritonPeer] | None = None
@@ -215,7 +180,7 @@ async def test_triton_killed_under_load_then_restarted(small_world: Path, triton
             f"{TRITON_TIMEOUT_S * 1e3:.0f} ms, breaker opens after {BREAKER.consecutive_failures} failures for "
             f"{BREAKER.open_s:.0f} s), fallback {LOCAL}; concurrency {CONCURRENCY}, caller deadline "
             f"{CALLER_DEADLINE_S:.0f} s",
-            rows,  # type: ignore[arg-type]  # RankedSample is a Sample
+            rows,
             lost=lambda s: not s.ok,
             baseline="baseline",
         )
@@ -234,22 +199,22 @@ async def test_triton_killed_under_load_then_restarted(small_world: Path, triton
 
     failed = [s for s in samples if not s.ok]
     assert len(failed) / len(samples) < MAX_ERROR_RATE, f"{len(failed)} of {len(samples)} calls failed: {failed[:5]}"
-    answers = [s for s in samples if s.ok and s.target]  # those the ranker was called for
+    answers = [s for s in samples if s.ok and ranked_by(s)]  # those the ranker was called for
     # Every ranked answer names its target; the fallback's are degraded with the ranker's reason, Triton's are not.
-    assert {s.target for s in answers} <= {TRITON, LOCAL}
-    assert all(s.degraded and FALLBACK_REASON in s.degraded_reasons for s in answers if s.target == LOCAL)
-    assert all(FALLBACK_REASON not in s.degraded_reasons for s in answers if s.target == TRITON)
-    assert {s.target for s in rows["baseline"] if s.target} == {TRITON}, "fault-free: Triton ranks every call"
+    assert {ranked_by(s) for s in answers} <= {TRITON, LOCAL}
+    assert all(s.degraded and FALLBACK_REASON in s.degraded_reasons for s in answers if ranked_by(s) == LOCAL)
+    assert all(FALLBACK_REASON not in s.degraded_reasons for s in answers if ranked_by(s) == TRITON)
+    assert {ranked_by(s) for s in rows["baseline"] if ranked_by(s)} == {TRITON}, "fault-free: Triton ranks every call"
     assert all(s.ok for s in in_flight), "calls in flight when Triton died are answered (by the fallback)"
     # Down: every call sent after the breaker opened, until the restart, is ranked by the fallback.
     down = [s for s in answers if marks["breaker opened"] < s.sent_s < marks["restarting"]]
     assert down
-    assert {s.target for s in down} == {LOCAL}
+    assert {ranked_by(s) for s in down} == {LOCAL}
     # Back: once the half-open probe succeeded the breaker closed; every later call goes to Triton again.
     assert back_s <= BACK_WITHIN_S
-    first_back = min(s.sent_s + s.latency_s for s in answers if s.phase == "after" and s.target == TRITON)
+    first_back = min(s.sent_s + s.latency_s for s in answers if s.phase == "after" and ranked_by(s) == TRITON)
     recovered = [s for s in samples if s.sent_s > first_back]
     assert recovered
     assert all(s.ok for s in recovered)
-    assert {s.target for s in recovered} <= {TRITON, ""}, Counter(s.target for s in recovered)
+    assert {ranked_by(s) for s in recovered} <= {TRITON, ""}, Counter(ranked_by(s) for s in recovered)
     assert router.breaker_state(TRITON) == BreakerState.CLOSED
