@@ -227,7 +227,7 @@ class FeedApp:
 
     def _on_shadow_diff(self, diff: ShadowDiff) -> None:
         if self._health is not None:
-            self._health.observe_shadow(shadow_record(diff))
+            self._health.observe_shadow(diff)
 
     @property
     def request_entities(self) -> frozenset[str]:
@@ -321,22 +321,3 @@ def _pinned(time_s: float) -> Callable[[], float]:
 
 if TYPE_CHECKING:
     _remote: type[RemoteCandidates] = GrpcCandidateClient
-
-
-def shadow_record(diff: ShadowDiff) -> dict[str, Any]:
-    """A shadow comparison (already computed by the router) as the health monitor's JSON record."""
-    return {
-        "model": diff.model,
-        "target": diff.target,
-        "primary": diff.primary,
-        "rows": diff.rows,
-        "heads": {
-            head: {
-                "mean_abs_delta": h.mean_abs_delta,
-                "max_abs_delta": h.max_abs_delta,
-                "topk_overlap": h.topk_overlap,
-                "kendall_tau": h.kendall_tau,
-            }
-            for head, h in diff.heads.items()
-        },
-    }

@@ -56,20 +56,16 @@ class ReleasePlan:
             raise PlanError("nothing to roll back to: no earlier release was applied")
         return ReleasePlan(stable=self.history[-1], history=self.history[:-1])
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "stable": self.stable,
-                "canary": self.canary,
-                "canary_share": self.canary_share,
-                "history": list(self.history),
-            },
-            sort_keys=True,
-        )
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stable": self.stable,
+            "canary": self.canary,
+            "canary_share": self.canary_share,
+            "history": list(self.history),
+        }
 
     @classmethod
-    def from_json(cls, text: str) -> ReleasePlan:
-        raw: Any = json.loads(text)
+    def from_dict(cls, raw: Any) -> ReleasePlan:
         if not isinstance(raw, dict):
             raise ValueError("a release plan is a JSON object")
         return cls(
@@ -118,7 +114,7 @@ class ReleasePlans:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"lines": {model: json.loads(plan.to_json()) for model, plan in sorted(self.lines.items())}},
+            {"lines": {model: plan.to_dict() for model, plan in sorted(self.lines.items())}},
             sort_keys=True,
         )
 
@@ -127,7 +123,7 @@ class ReleasePlans:
         raw: Any = json.loads(text)
         if not isinstance(raw, dict) or not isinstance(raw.get("lines", {}), dict):
             raise ValueError("release plans are a JSON object with `lines`")
-        return cls({str(m): ReleasePlan.from_json(json.dumps(p)) for m, p in raw.get("lines", {}).items()})
+        return cls({str(m): ReleasePlan.from_dict(p) for m, p in raw.get("lines", {}).items()})
 
 
 def read_plans(state_dir: Path | None) -> ReleasePlans:

@@ -16,7 +16,7 @@ import numpy as np
 from engines.base import Engine
 from engines.errors import EngineError
 from engines.types import ModelRef
-from features import FeatureRegistry, ModelSignature
+from features import FeatureRegistry, ModelSignature, check_signature_widths
 from features.assembly import InputPlan
 from features.errors import DeclarationError
 from gateway.release_manifest import Release
@@ -148,13 +148,10 @@ async def check_engines(release: Release, engines: Mapping[str, Engine], signatu
             checks.append(Check(name, False, f"cannot read the model's metadata: {error}"))
             continue
         problems = []
-        inputs = {spec.name: spec.shape for spec in metadata.inputs}
-        for tensor in signature.inputs:
-            shape = inputs.get(tensor.name)
-            if shape is None:
-                problems.append(f"no input {tensor.name!r} (inputs: {sorted(inputs)})")
-            elif len(shape) >= 2 and shape[-1] >= 0 and shape[-1] != tensor.width:
-                problems.append(f"input {tensor.name!r} takes {shape[-1]} values per row, the signature {tensor.width}")
+        try:  # the same check the gateway runs on its routes at startup
+            check_signature_widths(signature, {str(ref): {spec.name: spec.shape for spec in metadata.inputs}})
+        except DeclarationError as error:
+            problems += [message for _, message in error.issues]
         outputs = {spec.name for spec in metadata.outputs}
         problems += [f"no output {o!r} (outputs: {sorted(outputs)})" for o in signature.outputs if o not in outputs]
         detail = "; ".join(problems) if problems else f"{ref} version {metadata.version} matches the signature"

@@ -228,27 +228,23 @@ class ReleaseManager:
         reports = []
         for model, plan in plans.lines.items():
             for manifest in plan.manifests:
-                release = self._prepared.get(manifest)
-                if release is None or manifest in validate:
-                    release = self._read(manifest)
+                known = self._prepared.get(manifest)
+                if known is not None and manifest not in validate:
+                    continue
+                # Read again when asked to validate: the file may have changed since it was last applied.
+                release = self._read(manifest)
                 if release.model != model:
                     raise ReleaseRejected(f"release {release.name} serves {release.model}, not {model}")
-        for manifest in plans.manifests:
-            known = self._prepared.get(manifest)
-            if known is not None and manifest not in validate:
-                continue
-            # Re-read when asked to validate: the file may have changed since it was last applied.
-            release = self._read(manifest) if known is None or manifest in validate else known
-            await self.load_artifacts(release)
-            report = await self.validate(release)
-            reports.append(report)
-            if not report.ok:
-                routes = self._router.routes
-                if known is None and release.route_name in routes:  # installed for the warm-up only
-                    routes.pop(release.route_name)
-                    await self._router.swap_routes(routes)
-                raise ReleaseRejected(f"release {release.name} failed validation: {report.failures()}", report)
-            self._prepared[manifest] = release
+                await self.load_artifacts(release)
+                report = await self.validate(release)
+                reports.append(report)
+                if not report.ok:
+                    routes = self._router.routes
+                    if known is None and release.route_name in routes:  # installed for the warm-up only
+                        routes.pop(release.route_name)
+                        await self._router.swap_routes(routes)
+                    raise ReleaseRejected(f"release {release.name} failed validation: {report.failures()}", report)
+                self._prepared[manifest] = release
         conflicts = pin_conflicts([self._prepared[m] for m in plans.manifests])
         if conflicts:
             raise ReleaseRejected("; ".join(conflicts))

@@ -61,15 +61,16 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                 feed_request = replace(feed_request, quality=ticket.quality, caller_gone=context.cancelled)
                 answer = await self._app.get_feed(feed_request, timeout_s=_timeout_s(context))
                 outcome = "degraded" if answer.context.degraded else "ok"
-                release, arm = answer.context.serving.attribution(use.model for use in answer.context.models)
-                if release and answer.feed.utility is not None and len(answer.feed):
-                    mean_score = float(answer.feed.utility.mean())
-                return to_response(
+                response = to_response(
                     answer.context,
                     answer.feed,
                     workflow_version=answer.workflow_version,
                     server_ms=(time.perf_counter() - started) * 1e3,
                 )
+                release, arm = response.release, response.arm  # what served the answer, computed once there
+                if release and answer.feed.utility is not None and len(answer.feed):
+                    mean_score = float(answer.feed.utility.mean())
+                return response
         except Exception as error:
             status = to_status(error, request_id)
             outcome = status.code.name

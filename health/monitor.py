@@ -38,6 +38,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
+from engines.shadow_diff import ShadowDiff
 from features.signature import ModelSignature
 from health.columns import WatchedColumns, watched_columns
 from health.drift import DriftThresholds, HealthReport, ModelHealth, evaluate
@@ -145,7 +146,7 @@ class _Call:
 
 @dataclass(frozen=True, slots=True)
 class _Shadow:
-    diff: Mapping[str, Any]
+    diff: ShadowDiff
 
 
 class HealthMonitor:
@@ -255,10 +256,9 @@ class HealthMonitor:
             return
         self._enqueue(_Call(model, release, inputs, outputs))
 
-    def observe_shadow(self, diff: Mapping[str, Any]) -> None:
-        """Queue one shadow comparison: `{"model", "target", "primary": {head: scores (n,)}, "shadow": {head:
-        scores (n,)}}` and optionally `"top_k"` (default 10). The background task appends its summary (per
-        head: mean absolute delta, top-K overlap, Kendall's tau) to `shadow.jsonl`. O(1), never raises."""
+    def observe_shadow(self, diff: ShadowDiff) -> None:
+        """Queue one shadow comparison the router made (the `Router(on_diff=...)` sink); the background task
+        appends it to `shadow.jsonl` for the report. O(1), never raises."""
         if self._settings.enabled:
             self._enqueue(_Shadow(diff))
 
@@ -507,15 +507,9 @@ class HealthMonitor:
         ]
         _append(health_dir(state_dir) / "history.jsonl", lines)
 
-    def _summarize(self, diff: Mapping[str, Any]) -> None:
-        try:
-            # The router's comparison arrives summarised (per head figures); raw scores are summarised here.
-            summary = dict(diff) if "heads" in diff else shadow_summary(diff)
-        except (KeyError, TypeError, ValueError) as error:
-            self._fail("shadow", f"not a shadow diff: {error!r}")
-            return
+    def _summarize(self, diff: ShadowDiff) -> None:
         if self._settings.state_dir is not None:
-            self._shadow_lines.append(orjson.dumps({"time_s": self._clock(), **summary}))
+            self._shadow_lines.append(orjson.dumps({"time_s": self._clock(), **shadow_record(diff)}))
 
     def _write_shadow(self) -> None:
         lines, self._shadow_lines = self._shadow_lines, []
@@ -529,31 +523,23 @@ class HealthMonitor:
             _log.warning("health: %s", message)
 
 
-def shadow_summary(diff: Mapping[str, Any]) -> dict[str, Any]:
-    """Per head of a shadow diff (see `HealthMonitor.observe_shadow`): mean |primary - shadow|, the share
-    of the primary's top-K rows also in the shadow's top-K, and Kendall's tau of the two orders."""
-    from scipy.stats import kendalltau  # scipy.stats loads slowly: only once shadow traffic exists
-
-    top_k = int(diff.get("top_k", 10))
-    primary: Mapping[str, Any] = diff["primary"]
-    shadow: Mapping[str, Any] = diff["shadow"]
-    heads: dict[str, dict[str, float | None]] = {}
-    rows = 0
-    for head in primary:
-        a = np.asarray(primary[head], np.float64).reshape(-1)
-        b = np.asarray(shadow[head], np.float64).reshape(-1)
-        if a.shape != b.shape:
-            raise ValueError(f"head {head!r}: primary has {a.shape[0]} rows, shadow {b.shape[0]}")
-        rows = a.shape[0]
-        k = min(top_k, rows)
-        overlap = len(set(np.argsort(-a)[:k].tolist()) & set(np.argsort(-b)[:k].tolist())) / k if k else None
-        tau = float(kendalltau(a, b).statistic) if rows >= 2 else math.nan
-        heads[str(head)] = {
-            "mean_abs_delta": float(np.mean(np.abs(a - b))) if rows else None,
-            "topk_overlap": overlap,
-            "kendall_tau": None if math.isnan(tau) else tau,
-        }
-    return {"model": str(diff["model"]), "target": str(diff["target"]), "rows": rows, "top_k": top_k, "heads": heads}
+def shadow_record(diff: ShadowDiff) -> dict[str, Any]:
+    """A shadow comparison (computed by the router, `engines.shadow_diff`) as a `shadow.jsonl` record."""
+    return {
+        "model": diff.model,
+        "target": diff.target,
+        "primary": diff.primary,
+        "rows": diff.rows,
+        "heads": {
+            head: {
+                "mean_abs_delta": h.mean_abs_delta,
+                "max_abs_delta": h.max_abs_delta,
+                "topk_overlap": h.topk_overlap,
+                "kendall_tau": h.kendall_tau,
+            }
+            for head, h in diff.heads.items()
+        },
+    }
 
 
 def _append(path: Path, lines: list[bytes]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import yaml
 
+from engines.shadow_diff import ShadowDiff, compare
 from features.declarations import FeaturesDocument
 from features.registry import FeatureRegistry
 from features.signature import ModelSignature, SignatureDecl, resolve_signature
@@ -93,3 +94,15 @@ def call(
     scores[:, 0] += shift + head_shift
     outputs: dict[str, np.ndarray] = {"scores": scores, "dwell": rng.standard_normal(n).astype(np.float32)}
     return inputs, outputs
+
+
+def shadow_diff(primary: dict[str, np.ndarray], shadow: dict[str, np.ndarray], top_k: int = 10) -> ShadowDiff:
+    """What the router hands the monitor: heads compared as `engines.shadow_diff.compare` does."""
+    heads = list(primary)
+    compared = compare(
+        {"scores": np.stack([primary[h] for h in heads], axis=1)},
+        {"scores": np.stack([shadow[h] for h in heads], axis=1)},
+        {"scores": heads},
+        top_k,
+    )
+    return ShadowDiff("ranker", "v2", "v1", compared.rows, compared.heads)

@@ -16,7 +16,7 @@ from health import (
     save_offline_stats,
 )
 from quasar.cli_health import health
-from tests.unit.health.model import call, signature
+from tests.unit.health.model import call, shadow_diff, signature
 
 
 async def _serve(state_dir: Path, releases_dir: Path, *, shift: float, shadow: bool = False) -> None:
@@ -39,9 +39,7 @@ async def _serve(state_dir: Path, releases_dir: Path, *, shift: float, shadow: b
             monitor.observe("ranker", "r1", *call(rng, 500, shift=shift))
         if shadow:
             scores = rng.standard_normal(50)
-            monitor.observe_shadow(
-                {"model": "ranker", "target": "v2", "primary": {"click": scores}, "shadow": {"click": scores + 0.1}}
-            )
+            monitor.observe_shadow(shadow_diff({"click": scores}, {"click": scores + 0.1}))
         await monitor.flush()
         clock[0] += 10
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from health import DriftThresholds, HealthMonitor, HealthReport, HealthSettings, OfflineStats, offline_stats
 from health.monitor import read_windows, window_path
-from tests.unit.health.model import call, signature
+from tests.unit.health.model import call, shadow_diff, signature
 
 WINDOW_S = 300.0
 START_S = 1_700_000_200.0  # 100 s into a window (windows start at multiples of WINDOW_S)
@@ -164,7 +164,7 @@ async def test_sampling_observes_the_configured_share(stats: OfflineStats) -> No
 async def test_a_full_queue_drops_and_counts_without_raising(stats: OfflineStats) -> None:
     monitor, registry = _monitor(stats, queue_max=3)
     _observe(monitor, seed=5, calls=8, rows=10)
-    monitor.observe_shadow({"model": "ranker"})
+    monitor.observe_shadow(shadow_diff({"click": np.zeros(3)}, {"click": np.ones(3)}))
     assert registry.get_sample_value("quasar_health_dropped_total") == 6
     health = (await monitor.flush()).get("ranker", "r1")
     assert health is not None
@@ -274,26 +274,20 @@ async def test_shadow_diffs_are_summarized_into_shadow_jsonl(tmp_path: Path, sta
     monitor, _ = _monitor(stats, worker="3", state_dir=tmp_path)
     primary = np.array([0.9, 0.8, 0.7, 0.1, 0.0])
     monitor.observe_shadow(
-        {
-            "model": "ranker",
-            "target": "ranker_v2",
-            "primary": {"click": primary, "share": primary},
-            "shadow": {"click": primary + 0.5, "share": primary[::-1].copy()},
-            "top_k": 2,
-        }
+        shadow_diff({"click": primary, "share": primary}, {"click": primary + 0.5, "share": primary[::-1].copy()}, 2)
     )
-    monitor.observe_shadow({"model": "ranker"})  # not a diff: counted, skipped
     await monitor.flush()
     (line,) = (tmp_path / "health" / "shadow.jsonl").read_bytes().splitlines()
     summary = orjson.loads(line)
     assert (summary["model"], summary["target"], summary["rows"], summary["time_s"]) == (
         "ranker",
-        "ranker_v2",
+        "v2",
         5,
         START_S,
     )
     assert summary["heads"]["click"] == {
         "mean_abs_delta": pytest.approx(0.5),
+        "max_abs_delta": pytest.approx(0.5),
         "topk_overlap": 1.0,
         "kendall_tau": pytest.approx(1.0),
     }
