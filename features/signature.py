@@ -76,6 +76,14 @@ class InputTensor:
     def width(self) -> int:
         return sum(feature_width(f) for f in self.features)
 
+    def columns(self) -> tuple[tuple[Feature, int, int], ...]:
+        """(feature, start, stop) of each feature's columns in the tensor, in order."""
+        spans, start = [], 0
+        for feature in self.features:
+            spans.append((feature, start, start + feature_width(feature)))
+            start += feature_width(feature)
+        return tuple(spans)
+
 
 @dataclass(frozen=True)
 class ModelSignature:

@@ -93,18 +93,19 @@ def watched_columns(signature: ModelSignature, request_entities: Collection[str]
     names: list[str] = []
     spans: list[FeatureSpan] = []
     for tensor in signature.inputs:
-        start = 0
-        for feature in tensor.features:
-            width = feature_width(feature)
+        for feature, start, stop in tensor.columns():
             if tensor.dtype != "int64" and not feature.is_ids:
                 names.append(feature.name)
                 per_request = isinstance(feature, ViewFeature) and feature.view.entity in request_entities
                 spans.append(
                     FeatureSpan(
-                        tensor=tensor.name, start=start, width=width, watch=_watch(feature), per_request=per_request
+                        tensor=tensor.name,
+                        start=start,
+                        width=stop - start,
+                        watch=_watch(feature),
+                        per_request=per_request,
                     )
                 )
-            start += width
     head_columns = tuple(
         (output, column) for output, heads in signature.outputs.items() for column in range(len(heads))
     )

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.errors import nearest
-from features.registry import DerivedFeature, Feature, FeatureRegistry, ViewFeature, feature_width
+from features.registry import DerivedFeature, Feature, FeatureRegistry, ViewFeature
 from features.signature import ModelSignature
 from gateway.capture_record import Captured, CapturedCall
 from health.ranking import kendall_tau, rbo, topk_overlap
@@ -111,14 +111,11 @@ class _Span:
 
 
 def _spans(signature: ModelSignature) -> list[_Span]:
-    spans = []
-    for tensor in signature.inputs:
-        start = 0
-        for feature in tensor.features:
-            width = feature_width(feature)
-            spans.append(_Span(tensor.name, start, start + width, feature))
-            start += width
-    return spans
+    return [
+        _Span(tensor.name, start, stop, feature)
+        for tensor in signature.inputs
+        for feature, start, stop in tensor.columns()
+    ]
 
 
 def _tables(feature: Feature) -> frozenset[str]:
