@@ -400,3 +400,20 @@ async def test_the_deploy_command_applies_to_every_gateway_named_and_says_what_s
         for pod in pods:
             await pod.channel.close()
             await pod.server.drain_and_stop()
+
+
+def test_deploy_validate_exits_0_for_a_valid_release_and_1_naming_the_failed_check(release_world: ReleaseWorld) -> None:
+    from click.testing import CliRunner
+
+    from quasar.cli import main
+
+    tables = yaml.safe_load(release_world.r1.read_text())["tables"]
+    broken = _derive(release_world.r1, "cli-missing-table", tables={**tables, "member": "never-pushed"})
+    runner = CliRunner()
+    valid = runner.invoke(main, ["deploy", "validate", str(release_world.r1), "--world", str(release_world.root)])
+    assert valid.exit_code == 0, valid.output
+    assert "is valid" in valid.output
+    invalid = runner.invoke(main, ["deploy", "validate", str(broken), "--world", str(release_world.root)])
+    assert invalid.exit_code == 1, invalid.output
+    assert "NOT valid" in invalid.output
+    assert "never-pushed" in invalid.output
