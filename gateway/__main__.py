@@ -2,7 +2,7 @@
 
 import sys
 
-from quasar.cli import main
+from quasar.entry import main
 
 if __name__ == "__main__":
     main(["serve", *sys.argv[1:]], prog_name="python -m gateway")

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import importlib.metadata
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from prometheus_client import start_http_server
 from gateway.admin_servicer import AdminServicer
 from gateway.admission import Admission
 from gateway.app import FeedApp
-from gateway.backlog import backlog_options
+from gateway.backlog import backlog_options, refusals_are_resource_exhausted
 from gateway.convert import RequestLimits
 from gateway.decode_guard import DecodeGuard
 from gateway.inference_servicer import InferenceServicer, add_inference_service
@@ -169,6 +170,8 @@ class GatewayServer:
                 "grpc_port": self.port,
                 "metrics_port": self.metrics_port,
                 "workflows": sorted(self.app.workflow_names),
+                # How core refuses calls past its pending bound (gateway.backlog): what callers will see.
+                "backlog_refusal": "RESOURCE_EXHAUSTED" if refusals_are_resource_exhausted(os.environ) else "CANCELLED",
             },
         )
 

@@ -92,7 +92,9 @@ class GatewaySettings(BaseSettings):
         0.5, gt=0, le=1, description="fraction of merge.max_candidates ranked while narrowed"
     )
     overload_max_pending_calls: int = Field(
-        16, ge=1, description="calls grpc holds before the gateway takes them; more are cancelled at once"
+        16,
+        ge=1,
+        description="calls grpc holds before the gateway takes them; more are refused at once",
     )
     # security
     tls: TlsSettings | None = Field(None, description="TLS (mTLS with client_ca_file) on the port; null: plaintext")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from gateway.backlog import enable_shedding_experiment
+
+# As the gateway's entry points do, before any test module imports grpc (core reads it once, at import):
+# in-process gateways refuse calls past core's pending bound with RESOURCE_EXHAUSTED (gateway.backlog).
+enable_shedding_experiment(os.environ)
 
 SMALL_WORLD = {"seed": 11, "members": 800, "items": 8_000, "hashtags": 300}
 

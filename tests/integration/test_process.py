@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.backlog import EXPERIMENTS_ENV
 from quasar.cli import main
 from quasar.v1 import feed_pb2, feed_pb2_grpc
 
@@ -26,16 +29,22 @@ def gateway_process(small_world: Path, test_workflows: Path) -> Iterator[tuple[s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As a user starts it: grpc's experiments are the entry point's business (gateway.backlog).
+        env={name: value for name, value in os.environ.items() if name != EXPERIMENTS_ENV},
     )
     try:
         assert process.stdout is not None
         target = None
+        started: list[str] = []
         for line in process.stdout:
+            started.append(line)
             found = re.search(r"listening on ([\d.]+:\d+)", line)
             if found:
                 target = found.group(1)
                 break
         assert target, f"gateway exited with {process.wait()} before listening"
+        serving = json.loads(next(line for line in started if "gateway serving" in line))
+        assert serving["backlog_refusal"] == "RESOURCE_EXHAUSTED", "the entry point enables core's shedding status"
         yield process, target
     finally:
         if process.poll() is None:

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.backlog import PENDING_HARD_LIMIT, PENDING_SOFT_LIMIT, backlog_options
+from gateway.backlog import (
+    EXPERIMENTS_ENV,
+    PENDING_HARD_LIMIT,
+    PENDING_SOFT_LIMIT,
+    SHEDDING_EXPERIMENT,
+    backlog_options,
+    enable_shedding_experiment,
+    refusals_are_resource_exhausted,
+    with_shedding_experiment,
+)
 
 
 def test_bounds_core_pending_list_soft_and_hard() -> None:
@@ -12,3 +21,26 @@ def test_bounds_core_pending_list_soft_and_hard() -> None:
 def test_refuses_an_unbounded_or_empty_queue() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         backlog_options(0)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("", "ph2_server"),
+        ("tcp_rcv_lowat", "tcp_rcv_lowat,ph2_server"),
+        (" tcp_rcv_lowat , ", "tcp_rcv_lowat,ph2_server"),
+        ("ph2_server", "ph2_server"),  # not twice
+        ("-ph2_server", "-ph2_server"),  # an operator turned it off: that stands
+    ],
+)
+def test_the_shedding_experiment_is_added_unless_named(before: str, after: str) -> None:
+    assert with_shedding_experiment(before) == after
+
+
+def test_the_environment_says_how_core_refuses() -> None:
+    environ = {"OTHER": "1"}
+    assert not refusals_are_resource_exhausted(environ)
+    enable_shedding_experiment(environ)
+    assert environ == {"OTHER": "1", EXPERIMENTS_ENV: SHEDDING_EXPERIMENT}
+    assert refusals_are_resource_exhausted(environ)
+    assert not refusals_are_resource_exhausted({EXPERIMENTS_ENV: "-ph2_server"})
