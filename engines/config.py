@@ -55,11 +55,22 @@ class XGBoostEngineConfig(_Config):
     models: dict[str, Path]
     nthread: PositiveInt = 1
     run_on: RunOn = "auto"  # see engines._local.RunOn (auto: the loop)
+    # compiled: the trees compiled to native code at load (engines.compiled_trees), XGBoost's if that fails
+    predictor: Literal["xgboost", "compiled"] = "xgboost"
+    compile_cache_dir: Path | None = None  # default: $XDG_CACHE_HOME/quasar/compiled-trees
 
     def build(self, name: str, offloader: Offloader) -> Engine:
         from engines.xgboost import XGBoostEngine
 
-        return XGBoostEngine(name, self.models, offloader, nthread=self.nthread, run_on=self.run_on)
+        return XGBoostEngine(
+            name,
+            self.models,
+            offloader,
+            nthread=self.nthread,
+            run_on=self.run_on,
+            predictor=self.predictor,
+            compile_cache_dir=self.compile_cache_dir,
+        )
 
 
 class TritonEngineConfig(_Config):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xgboost as xgb
@@ -14,10 +16,19 @@ from engines._local import Loaded, ModelTable, RunOn, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
 from engines.base import Engine, LoadsModels
+from engines.compiled_trees import CompileFailed, compile_booster, default_cache_dir
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
 INPUT = "features"
 OUTPUT = "score"
+
+Predictor = Literal["xgboost", "compiled"]
+"""`xgboost`: the booster's own `inplace_predict`. `compiled`: the same trees compiled to native code
+(engines.compiled_trees), checked against the booster at load; XGBoost's when compiling fails."""
+
+log = logging.getLogger(__name__)
+
+_Predict = Callable[[np.ndarray], np.ndarray]  # a loaded model: features [n, width] -> scores [n]
 
 
 class XGBoostEngine:
@@ -28,6 +39,9 @@ class XGBoostEngine:
     attribute `version` when set, else the first 12 hex digits of the file's sha256. Prediction uses
     `inplace_predict` (thread-safe) with `nthread` threads per call, on the event loop (`run_on` auto or
     loop: the GIL is released for the prediction itself) or inside the shared `Offloader` (threads).
+    With `predictor="compiled"` a model's trees are compiled once (cached in `compile_cache_dir`) and
+    predicted on one thread by the library, after a parity check against the booster; a model that
+    cannot be compiled is served by XGBoost, with a warning naming why.
     """
 
     def __init__(
@@ -38,13 +52,17 @@ class XGBoostEngine:
         *,
         nthread: int = 1,
         run_on: RunOn = "auto",
+        predictor: Predictor = "xgboost",
+        compile_cache_dir: Path | None = None,
     ) -> None:
         self.name = name
         self._paths = dict(models)
         self._offloader = offloader
         self._nthread = nthread
         self._inline = run_on != "threads"
-        self._models: ModelTable[Any] = ModelTable(name)  # runtime: xgb.Booster (untyped SDK)
+        self._predictor = predictor
+        self._compile_cache_dir = compile_cache_dir or default_cache_dir()
+        self._models: ModelTable[_Predict] = ModelTable(name)
 
     async def start(self) -> None:
         """Load every booster off the loop; raises `EngineUnavailable` naming the model that failed."""
@@ -66,7 +84,6 @@ class XGBoostEngine:
         check_inputs(loaded.metadata, inputs, **where)
         score = await call_offloaded(
             self._offloader,
-            _predict,
             loaded.runtime,
             inputs[INPUT],
             timeout_s=timeout_s,
@@ -80,19 +97,25 @@ class XGBoostEngine:
         """Drop the boosters; calls already running keep theirs. The offloader is not ours."""
         self._models.close()
 
-    def _load(self, model: str, path: Path) -> Loaded[Any]:
+    def _load(self, model: str, path: Path) -> Loaded[_Predict]:
         """Runs in a worker thread. Reads once, so the version hash and the booster see the same bytes."""
         data = Path(path).read_bytes()
         booster = xgb.Booster()
         booster.load_model(bytearray(data))
         booster.set_param({"nthread": self._nthread})
+        predict: _Predict = functools.partial(_predict, booster)
+        if self._predictor == "compiled":
+            try:
+                predict = compile_booster(booster, data, self._compile_cache_dir).predict
+            except CompileFailed as error:
+                log.warning("serving with XGBoost's predictor: %s", error, extra={"engine": self.name, "model": model})
         metadata = ModelMetadata(
             name=model,
             version=booster.attr("version") or hashlib.sha256(data).hexdigest()[:12],
             inputs=(TensorSpec(INPUT, "float32", (-1, int(booster.num_features()))),),
             outputs=(TensorSpec(OUTPUT, "float32", (-1,)),),
         )
-        return Loaded(runtime=booster, metadata=metadata)
+        return Loaded(runtime=predict, metadata=metadata)
 
 
 def _predict(booster: Any, features: np.ndarray) -> np.ndarray:

@@ -57,7 +57,8 @@ from quasar.demo.layout import (
 )
 from quasar.demo.world import WorldSpec, generate_corpus
 
-MANIFEST_FORMAT = 3  # 2: the world is a deployment directory (declarations, no corpus); 3: the jobs product
+# 2: the world is a deployment directory (declarations, no corpus); 3: the jobs product; 4: compiled first passes
+MANIFEST_FORMAT = 4
 MANIFEST_FILE = "world.json"
 MEMBER_FEATURES_TABLE = "member_features"
 IMPRESSIONS_PER_MEMBER = 30

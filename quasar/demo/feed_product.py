@@ -349,7 +349,13 @@ def engines_document() -> dict[str, Any]:
                 "kind": "onnx",
                 "models": {RANKER_MODEL: "models/ranker.onnx", WHOLE_MODEL: "models/ranker_whole.onnx"},
             },
-            "local_xgboost": {"kind": "xgboost", "models": {FIRST_PASS_MODEL: "models/first_pass.ubj"}},
+            # The first pass scores ~1,700 candidates a request: its trees compiled run ~2x faster than
+            # XGBoost's own predictor (engines/compiled_trees.py), with the same scores.
+            "local_xgboost": {
+                "kind": "xgboost",
+                "models": {FIRST_PASS_MODEL: "models/first_pass.ubj"},
+                "predictor": "compiled",
+            },
         },
         "routes": {
             RANKER_MODEL: {"targets": [{"engine": "local_onnx", "model": RANKER_MODEL}]},

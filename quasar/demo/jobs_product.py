@@ -225,7 +225,11 @@ def engines_document(service_target: str = DEFAULT_SERVICE_TARGET) -> dict[str, 
     return {
         "engines": {
             "jobs_onnx": {"kind": "onnx", "models": {RANKER_MODEL: "models/jobs_ranker.onnx"}},
-            "jobs_xgboost": {"kind": "xgboost", "models": {FIRST_PASS_MODEL: "models/jobs_first_pass.ubj"}},
+            "jobs_xgboost": {
+                "kind": "xgboost",
+                "models": {FIRST_PASS_MODEL: "models/jobs_first_pass.ubj"},
+                "predictor": "compiled",
+            },
         },
         "routes": {
             RANKER_MODEL: {"targets": [{"engine": "jobs_onnx", "model": RANKER_MODEL}]},
