@@ -26,12 +26,16 @@ class AnnParams(SourceParams):
     `table`: the store table the index was built from (its version is the request's); the index returns
     its ids. `max_pending`: searches queued beyond the running one before new ones are refused.
     `inline_max_vectors`: an index of at most this many vectors is searched on the event loop, a larger
-    one on the source's search thread (see `AnnSearcher`); 0: always on the thread."""
+    one on the source's search thread (see `AnnSearcher`); 0: always on the thread.
+    `exact_max_vectors`: an index of at most this many vectors is searched exactly, by a scan of its
+    vectors held in memory: faster than the graph for small tables searched for hundreds of neighbours
+    (`AnnIndex.scan_exactly`), and exact; 0: always the graph."""
 
     query: str = Field(min_length=1)
     table: str = Field(min_length=1)
     max_pending: int = Field(default=32, ge=0)
     inline_max_vectors: int = Field(default=100_000, ge=0)
+    exact_max_vectors: int = Field(default=30_000, ge=0)
 
 
 class _SearcherResource:
@@ -80,6 +84,7 @@ class AnnRetriever:
             name=step,
             max_pending=params.max_pending,
             inline_max_vectors=params.inline_max_vectors,
+            exact_max_vectors=params.exact_max_vectors,
         )
         # The store of the indexed table: the view declaring it names it (the default store otherwise).
         store = next((v.store for v in services.registry.views.values() if v.table == params.table), DEFAULT_STORE)

@@ -151,6 +151,23 @@ def test_other_metrics_score_like_exact_search(metric: ann.Metric) -> None:
         np.testing.assert_allclose(found.scores[q], true, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2", "cos"])
+def test_a_small_index_loaded_to_scan_answers_exactly(metric: ann.Metric, tmp_path: Path) -> None:
+    """Scanned: exactly `exact_search`'s neighbours and scores, padding included, for every metric."""
+    ids, vectors, queries = topics(400, 6, clusters=4)
+    scaled = vectors * np.linspace(0.5, 2.0, len(vectors), dtype=np.float32)[:, None]  # norms differ
+    saved = build_index(ids, scaled, metric=metric, threads=1).save(tmp_path / "t" / "v")
+    assert not AnnIndex.load(saved, exact_max_vectors=399).exact, "one vector too many: the graph"
+    scanned = AnnIndex.load(saved, exact_max_vectors=400)
+    assert scanned.exact
+    for k in (1, 25, 400, 410):  # 410: past the count, padded
+        found, exact = scanned.search(queries[:30], k), exact_search(ids, scaled, queries[:30], k, metric=metric)
+        np.testing.assert_allclose(found.scores, exact.scores, rtol=1e-4, atol=1e-4)
+        assert recall(found, exact) == 1.0, f"k={k}"
+    single = scanned.search(queries[:1], 10)
+    np.testing.assert_array_equal(single.ids[0], scanned.search(queries[:2], 10).ids[0])
+
+
 # -- bad input -----------------------------------------------------------------------------------------------
 
 
@@ -507,6 +524,8 @@ def test_searcher_rejects_bad_settings(tmp_path: Path) -> None:
         AnnSearcher(tmp_path, versions_per_table=0)
     with pytest.raises(ValueError, match="inline_max_vectors must be >= 0"):
         AnnSearcher(tmp_path, inline_max_vectors=-1)
+    with pytest.raises(ValueError, match="exact_max_vectors must be >= 0"):
+        AnnSearcher(tmp_path, exact_max_vectors=-1)
 
 
 def test_default_params_are_the_documented_ones() -> None:
