@@ -46,7 +46,9 @@ async def in_process(world: Path, model: str, features: np.ndarray) -> np.ndarra
         engine = OnnxEngine("ref", {model: models / "ranker.onnx"}, offloader)
         output = "scores"
     else:
-        engine = XGBoostEngine("ref", {model: models / "first_pass.ubj"}, offloader)
+        engine = XGBoostEngine(
+            "ref", {model: models / "first_pass.ubj"}, offloader, predictor="compiled"
+        )  # as the world
         output = "score"
     await engine.start()
     try:
