@@ -47,50 +47,54 @@ def decode_inputs(request: Any) -> dict[str, np.ndarray]:
     Raises `RequestRejected(INVALID_ARGUMENT)` for anything malformed.
     """
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise invalid_argument(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: give one per input")
+    tensors = request.inputs
+    if raw and len(raw) != len(tensors):
+        raise invalid_argument(f"{len(raw)} raw_input_contents for {len(tensors)} inputs: give one per input")
     inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
-        if tensor.name in inputs:
-            raise invalid_argument(f"input {tensor.name!r} is given twice")
-        if any(key.startswith("shared_memory") for key in tensor.parameters):
-            raise invalid_argument(f"input {tensor.name!r}: shared memory is not supported; send the data")
-        dtype = NATIVE.get(tensor.datatype)
+    for index, tensor in enumerate(tensors):
+        name, datatype = tensor.name, tensor.datatype  # each read of a protobuf field builds a new str
+        if name in inputs:
+            raise invalid_argument(f"input {name!r} is given twice")
+        if tensor.parameters and any(key.startswith("shared_memory") for key in tensor.parameters):
+            raise invalid_argument(f"input {name!r}: shared memory is not supported; send the data")
+        dtype = NATIVE.get(datatype)
         if dtype is None:
-            raise invalid_argument(
-                f"input {tensor.name!r} has datatype {tensor.datatype!r}; supported: {sorted(NATIVE)}"
-            )
-        shape = _shape(tensor.name, tensor.shape)
-        count = math.prod(shape)
-        if raw:
-            data = raw[index]
-            if len(data) != count * dtype.itemsize:
-                raise invalid_argument(
-                    f"input {tensor.name!r}: {len(data)} bytes of raw contents; shape {list(shape)} of "
-                    f"{tensor.datatype} needs {count * dtype.itemsize}"
-                )
-            array = np.frombuffer(data, dtype=LITTLE_ENDIAN[tensor.datatype]).reshape(shape)
-            inputs[tensor.name] = array if array.dtype.isnative else array.astype(dtype)
-        else:
-            inputs[tensor.name] = _typed(tensor, dtype, shape, count)
-        array = inputs[tensor.name]
+            raise invalid_argument(f"input {name!r} has datatype {datatype!r}; supported: {sorted(NATIVE)}")
+        shape, count = _shape(name, tensor.shape)
+        array = _raw(name, datatype, raw[index], shape, count) if raw else _typed(tensor, dtype, shape, count)
         # NaN in, NaN out: the engines would refuse the scores as a backend fault (and count it against
         # the target's breaker), so one client's garbage could open a breaker for everyone.
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-            raise invalid_argument(f"input {tensor.name!r} holds {bad} non-finite values of {array.size}")
+            raise invalid_argument(f"input {name!r} holds {bad} non-finite values of {array.size}")
+        inputs[name] = array
     return inputs
 
 
-def _shape(name: str, dims: Any) -> tuple[int, ...]:
-    shape = tuple(int(dim) for dim in dims)
-    if any(dim < 0 for dim in shape):
+def _shape(name: str, dims: Any) -> tuple[tuple[int, ...], int]:
+    """The shape and its element count, refused when negative, of too many dimensions, or absurdly large."""
+    shape = tuple(dims)  # protobuf's int64 dimensions arrive as ints
+    if shape and min(shape) < 0:
         raise invalid_argument(f"input {name!r} has shape {list(shape)}: dimensions must be >= 0")
     if len(shape) > _MAX_RANK:
         raise invalid_argument(f"input {name!r} has {len(shape)} dimensions; at most {_MAX_RANK} are supported")
-    if math.prod(max(dim, 1) for dim in shape) > _MAX_NOMINAL_ELEMENTS:
+    count = math.prod(shape)
+    # An empty shape's nominal size is the product of its non-zero dimensions; any other's is its count.
+    nominal = count or math.prod(max(dim, 1) for dim in shape)
+    if nominal > _MAX_NOMINAL_ELEMENTS:
         raise invalid_argument(f"input {name!r} has shape {list(shape)}: far larger than any request can carry")
-    return shape
+    return shape, count
+
+
+def _raw(name: str, datatype: str, data: bytes, shape: tuple[int, ...], count: int) -> np.ndarray:
+    wire = LITTLE_ENDIAN[datatype]
+    if len(data) != count * wire.itemsize:
+        raise invalid_argument(
+            f"input {name!r}: {len(data)} bytes of raw contents; shape {list(shape)} of "
+            f"{datatype} needs {count * wire.itemsize}"
+        )
+    array: np.ndarray = np.ndarray(shape, wire, data)  # a view of `data`, in one call (frombuffer + reshape is two)
+    return array if array.dtype.isnative else array.astype(NATIVE[datatype])
 
 
 def _typed(tensor: Any, dtype: np.dtype[Any], shape: tuple[int, ...], count: int) -> np.ndarray:
