@@ -65,19 +65,22 @@ def test_a_multi_output_booster_is_not_compiled(tmp_path: Path) -> None:
         compile_booster(booster, (tmp_path / "multi.ubj").read_bytes(), tmp_path / "cache")
 
 
-async def test_the_engine_serves_compiled_trees_with_the_booster_scores(tmp_path: Path) -> None:
-    booster = train_booster(tmp_path / "m.ubj", n_features=5)
+async def served_scores(model: Path, cache_dir: Path, x: np.ndarray) -> np.ndarray:
+    """`x` scored by an XGBoost engine asked for compiled trees (cached in `cache_dir`)."""
     offloader = Offloader(max_workers=1, max_pending=2)
-    engine = XGBoostEngine(
-        "xgb", {"m": tmp_path / "m.ubj"}, offloader, predictor="compiled", compile_cache_dir=tmp_path / "cache"
-    )
+    engine = XGBoostEngine("xgb", {"m": model}, offloader, predictor="compiled", compile_cache_dir=cache_dir)
     try:
         await engine.start()
-        x = rows(64, 5)
-        scores = (await engine.infer(ModelRef("m"), {"features": x}))["score"]
+        return (await engine.infer(ModelRef("m"), {"features": x}))["score"]
     finally:
         await engine.close()
         offloader.close()
+
+
+async def test_the_engine_serves_compiled_trees_with_the_booster_scores(tmp_path: Path) -> None:
+    booster = train_booster(tmp_path / "m.ubj", n_features=5)
+    x = rows(64, 5)
+    scores = await served_scores(tmp_path / "m.ubj", tmp_path / "cache", x)
     np.testing.assert_allclose(scores, booster_reference(booster, x), atol=1e-6)
     assert len(list((tmp_path / "cache").glob("*.so"))) == 1, "served by the compiled library"
 
@@ -87,17 +90,8 @@ async def test_the_engine_falls_back_to_xgboost_when_compiling_fails(
 ) -> None:
     booster = train_booster(tmp_path / "m.ubj", n_features=5)
     (tmp_path / "not-a-dir").write_text("a file where the cache directory should be")
-    offloader = Offloader(max_workers=1, max_pending=2)
-    engine = XGBoostEngine(
-        "xgb", {"m": tmp_path / "m.ubj"}, offloader, predictor="compiled", compile_cache_dir=tmp_path / "not-a-dir"
-    )
-    try:
-        with caplog.at_level(logging.WARNING, logger="engines.xgboost"):
-            await engine.start()
-        x = rows(20, 5)
-        scores = (await engine.infer(ModelRef("m"), {"features": x}))["score"]
-    finally:
-        await engine.close()
-        offloader.close()
+    x = rows(20, 5)
+    with caplog.at_level(logging.WARNING, logger="engines.xgboost"):
+        scores = await served_scores(tmp_path / "m.ubj", tmp_path / "not-a-dir", x)
     np.testing.assert_allclose(scores, booster_reference(booster, x), atol=1e-6)
     assert any("serving with XGBoost's predictor: compiling the trees failed" in r.getMessage() for r in caplog.records)
