@@ -517,6 +517,24 @@ async def test_small_indexes_are_searched_inline_large_ones_on_the_thread(
         await searcher.search("item", "v2", QUERY, 3)
 
 
+async def test_the_searcher_scans_indexes_up_to_exact_max_vectors(tmp_path: Path, small: tuple) -> None:
+    """The searcher loads an index of at most `exact_max_vectors` vectors to be scanned: its answers are
+    exact_search's, neighbour for neighbour."""
+    ids, vectors, queries = small
+    build_index(ids, vectors, threads=1).save(index_dir(tmp_path / "indexes", "item", "v1"))  # 600 vectors
+    for limit, exact in ((600, True), (599, False)):
+        searcher = AnnSearcher(tmp_path / "indexes", exact_max_vectors=limit)
+        try:
+            found = await searcher.search("item", "v1", queries[:20], 50)
+            loaded = searcher._cached("item", "v1")
+        finally:
+            await searcher.close()
+        assert isinstance(loaded, AnnIndex)
+        assert loaded.exact is exact
+        if exact:
+            assert recall(found, exact_search(ids, vectors, queries[:20], 50)) == 1.0
+
+
 def test_searcher_rejects_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_pending must be >= 0"):
         AnnSearcher(tmp_path, max_pending=-1)
