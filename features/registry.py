@@ -8,8 +8,9 @@ error names the file, the key path and, for an unknown name, the nearest declare
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from features.declarations import (
     CANDIDATE_COLUMNS,
@@ -115,6 +116,8 @@ class FeatureRegistry:
         self._derived: dict[str, DerivedFeature] = {}
         for name in self.derived_decls:
             self._resolve_derived(name, ())
+        # table -> the store that holds it, as the views reading it declare (validation, ages, ANN sources)
+        self.table_stores: Mapping[str, str] = MappingProxyType({v.table: v.store for v in self.views.values()})
 
     # -- lookups ---------------------------------------------------------------------------------------
 

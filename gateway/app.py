@@ -193,7 +193,7 @@ class FeedApp:
             await self._health.start()
         self._artifact_ages = ArtifactAges(
             stores=self._stores,
-            tables={view.table: view.store for view in registry.views.values()},
+            tables=registry.table_stores,
             index_root=self.deployment.index_root,
             pins=lambda: self.releases.stable_pins,
             max_table_age_s=settings.max_table_age_s,

@@ -48,17 +48,13 @@ class ValidationReport:
         return "; ".join(f"{c.name}: {c.detail}" for c in self.checks if not c.ok)
 
 
-def _table_stores(registry: FeatureRegistry) -> dict[str, str]:
-    return {view.table: view.store for view in registry.views.values()}
-
-
 async def check_tables(
     release: Release, registry: FeatureRegistry, stores: Mapping[str, EmbeddingStore], signature: ModelSignature
 ) -> list[Check]:
     """Every pinned table has its version in its store; every table the signature reads is pinned or has
     a current version."""
     checks = []
-    table_store = _table_stores(registry)
+    table_store = registry.table_stores
     for table, version in sorted(release.decl.tables.items()):
         store_name = table_store.get(table)
         if store_name is None:

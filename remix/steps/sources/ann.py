@@ -87,7 +87,7 @@ class AnnRetriever:
             exact_max_vectors=params.exact_max_vectors,
         )
         # The store of the indexed table: the view declaring it names it (the default store otherwise).
-        store = next((v.store for v in services.registry.views.values() if v.table == params.table), DEFAULT_STORE)
+        store = services.registry.table_stores.get(params.table, DEFAULT_STORE)
         services.resources.add(_SearcherResource(step, self.searcher, services.stores[store], params.table))
 
     async def retrieve(self, ctx: Context, *, limit: int) -> I64:

@@ -26,6 +26,14 @@ def test_registry_resolves_stored_derived_and_builtin_features(tmp_path: Path) -
         registry.feature("hashtag.id")  # keyed by nothing: it has no id of its own in a row
 
 
+def test_each_table_is_mapped_to_the_store_its_views_declare(tmp_path: Path) -> None:
+    features_yaml = FEATURES_YAML.replace("    table: item_stats\n", "    table: item_stats\n    store: redis\n")
+    registry = load_registry(write_product(tmp_path, features_yaml=features_yaml) / "features")
+    assert registry.table_stores["item_stats"] == "redis"
+    assert registry.table_stores["item_meta"] == "default"
+    assert set(registry.table_stores) == {view.table for view in registry.views.values()}
+
+
 def test_unknown_feature_names_the_nearest(tmp_path: Path) -> None:
     registry = load_registry(write_product(tmp_path) / "features")
     with pytest.raises(KeyError, match=r"item_stats\.popularty.*nearest: item_stats\.popularity"):
