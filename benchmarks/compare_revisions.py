@@ -25,8 +25,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# First in both child programs: the editable install of this checkout maps its packages by name, and a
+# package that the other revision has only as a namespace (no __init__.py yet, e.g. `health` before it had
+# one) would be taken from this checkout instead. Without that finder each tree imports only its own code.
+OWN_CODE_ONLY = (
+    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+)
+
 # Runs inside each revision's tree (PYTHONPATH points there): one line in ("<count> <seed>"), one JSON out.
-CHILD = r"""
+CHILD = (
+    OWN_CODE_ONLY
+    + r"""
 import asyncio, json, sys, time
 from pathlib import Path
 import numpy as np
@@ -56,9 +65,10 @@ async def serve(world):
 
 asyncio.run(serve(sys.argv[1]))
 """
+)
 
-BUILD = (
-    "import sys; from pathlib import Path; from quasar.demo.build import build_world; "
+BUILD = OWN_CODE_ONLY + (
+    "from pathlib import Path; from quasar.demo.build import build_world; "
     "build_world(Path(sys.argv[1]), progress=False)"
 )
 
