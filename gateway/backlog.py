@@ -35,10 +35,15 @@ EXPERIMENTS_ENV = "GRPC_EXPERIMENTS"
 SHEDDING_EXPERIMENT = "ph2_server"  # core's promise-based HTTP/2 server: refusals are RESOURCE_EXHAUSTED
 
 
+def _names(experiments: str) -> list[str]:
+    """GRPC_EXPERIMENTS' comma-separated names (`-name` turns one off), blanks dropped."""
+    return [name.strip() for name in experiments.split(",") if name.strip()]
+
+
 def with_shedding_experiment(experiments: str) -> str:
-    """`experiments` (GRPC_EXPERIMENTS' comma-separated names, `-name` turning one off) with the shedding
-    experiment added, unless it is already named either way (an operator's explicit choice stands)."""
-    names = [name.strip() for name in experiments.split(",") if name.strip()]
+    """`experiments` with the shedding experiment added, unless it is already named either way (an
+    operator's explicit choice stands)."""
+    names = _names(experiments)
     if any(name.lstrip("-") == SHEDDING_EXPERIMENT for name in names):
         return ",".join(names)
     return ",".join([*names, SHEDDING_EXPERIMENT])
@@ -52,5 +57,4 @@ def enable_shedding_experiment(environ: MutableMapping[str, str]) -> None:
 def refusals_are_resource_exhausted(environ: Mapping[str, str]) -> bool:
     """Whether this process's environment asks core for RESOURCE_EXHAUSTED refusals (a start-up log line
     says so; the variable only counts if it was set before grpc was imported, which the entry points do)."""
-    names = [name.strip() for name in environ.get(EXPERIMENTS_ENV, "").split(",")]
-    return SHEDDING_EXPERIMENT in names
+    return SHEDDING_EXPERIMENT in _names(environ.get(EXPERIMENTS_ENV, ""))

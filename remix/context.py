@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_RELEASES: Mapping[str, tuple[str, str]] = MappingProxyType({})
 _NO_TENSORS: Mapping[str, np.ndarray] = MappingProxyType({})
 
 
@@ -38,7 +39,7 @@ class Serving:
     arm: str = ""
     table_pins: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     model_routes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    model_releases: Mapping[str, tuple[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    model_releases: Mapping[str, tuple[str, str]] = field(default_factory=lambda: _NO_RELEASES)
 
     def route(self, model: str) -> str:
         return self.model_routes.get(model, model)
