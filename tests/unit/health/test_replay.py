@@ -55,6 +55,17 @@ def honest() -> FunctionScorer:
     return FunctionScorer(lambda call: linear(call.inputs["features"]))
 
 
+def recording_scorer() -> tuple[FunctionScorer, list[CapturedCall]]:
+    """A scorer of `linear` scores that keeps every call it was asked to score, in order."""
+    seen: list[CapturedCall] = []
+
+    def recording(call: CapturedCall) -> dict[str, np.ndarray]:
+        seen.append(call)
+        return linear(call.inputs["features"])
+
+    return FunctionScorer(recording), seen
+
+
 def capture(request_id: str = "r1", *, seed: int = 1, weights: dict[str, float] | None = None) -> Captured:
     features = np.random.default_rng(seed).normal(size=(len(ROWS), WIDTH)).astype(np.float32)
     call = CapturedCall(
@@ -173,23 +184,18 @@ async def test_differences_within_the_noise_are_not_reported(declared: Declared)
 
 async def test_drop_feature_sets_exactly_its_columns_to_the_declared_default(declared: Declared) -> None:
     registry, signatures = declared
-    seen: list[np.ndarray] = []
-
-    def recording(call: CapturedCall) -> dict[str, np.ndarray]:
-        seen.append(call.inputs["features"])
-        return linear(call.inputs["features"])
-
+    scorer, calls = recording_scorer()
     captured = capture()
     original = captured.calls[-1].inputs["features"].copy()
     report = await replay(
         [captured],
-        FunctionScorer(recording),
+        scorer,
         signatures=signatures,
         registry=registry,
         perturb=Perturbation.parse("drop-feature:member_profile.activity"),
     )
-    perturbed = seen[-1]  # the candidate's call comes after the baseline's two
-    assert np.array_equal(seen[0], original)
+    perturbed = calls[-1].inputs["features"]  # the candidate's call comes after the baseline's two
+    assert np.array_equal(calls[0].inputs["features"], original)
     assert np.all(perturbed[:, 0] == np.float32(0.5))
     assert np.array_equal(perturbed[:, 1:], original[:, 1:])
     assert np.array_equal(captured.calls[-1].inputs["features"], original)  # the capture is left as it was
@@ -203,38 +209,28 @@ async def test_drop_feature_sets_exactly_its_columns_to_the_declared_default(dec
 )
 async def test_zero_table_zeroes_every_feature_read_from_it(declared: Declared, table: str, columns: list[int]) -> None:
     registry, signatures = declared
-    seen: list[np.ndarray] = []
-
-    def recording(call: CapturedCall) -> dict[str, np.ndarray]:
-        seen.append(call.inputs["features"])
-        return linear(call.inputs["features"])
-
+    scorer, calls = recording_scorer()
     captured = capture()
     original = captured.calls[-1].inputs["features"]
     await replay(
         [captured],
-        FunctionScorer(recording),
+        scorer,
         signatures=signatures,
         registry=registry,
         perturb=Perturbation("zero-table", table),
     )
     others = [c for c in range(WIDTH) if c not in columns]
-    assert np.all(seen[-1][:, columns] == 0.0)
-    assert np.array_equal(seen[-1][:, others], original[:, others])
+    seen = calls[-1].inputs["features"]
+    assert np.all(seen[:, columns] == 0.0)
+    assert np.array_equal(seen[:, others], original[:, others])
 
 
 async def test_drop_source_removes_the_rows_only_that_source_produced(declared: Declared) -> None:
     _, signatures = declared
-    seen: list[CapturedCall] = []
-
-    def recording(call: CapturedCall) -> dict[str, np.ndarray]:
-        seen.append(call)
-        return linear(call.inputs["features"])
+    scorer, seen = recording_scorer()
 
     captured = capture()
-    report = await replay(
-        [captured], FunctionScorer(recording), signatures=signatures, perturb=Perturbation("drop-source", "trending")
-    )
+    report = await replay([captured], scorer, signatures=signatures, perturb=Perturbation("drop-source", "trending"))
     candidate = seen[-1]
     assert candidate.rows is not None
     assert candidate.rows.tolist() == [11, 12, 13]  # 13 came from the network too: kept
