@@ -30,9 +30,11 @@ Array = npt.NDArray[Any]
 
 
 class RowReader(Protocol):
-    """Reads rows of a view's table for ids (unique, any order): (len(ids), view.width) in the table's
-    lookup dtype, with the view's declared defaults in rows the table does not have. A reader with a true
-    `sequential` attribute never waits on I/O, so its reads run one after another instead of as tasks."""
+    """Reads rows of a view's table for ids (any order): (len(ids), view.width) in the table's lookup
+    dtype, with the view's declared defaults in rows the table does not have. A reader with a true
+    `sequential` attribute never waits on I/O, so its reads run one after another instead of as tasks, and
+    it is given repeated ids as they come (a gather of a repeated row costs less than finding the repeats);
+    other readers get each id once."""
 
     async def read(self, view: ViewDecl, ids: I64) -> Array: ...
 
@@ -199,6 +201,7 @@ class InputPlan:
         given = {name: v for name, v in (precomputed or {}).items() if name in self._names}
         frame.values.update(given)
         work = self._work(frozenset(given))
+        sequential = bool(getattr(reader, "sequential", False))
         for stage in self._stages:
             stage_views = [v for v in stage.views if work.views is None or v.name in work.views]
             if not stage_views:
@@ -206,7 +209,7 @@ class InputPlan:
             ids = keys[stage.key] if stage.key in keys else frame.get(stage.key).reshape(-1)
             frame.values[self._id_names[stage.entity]] = ids.reshape(-1, 1)
             to_read = [v for v in stage_views if v.name not in known]
-            if stage.key == KEY_CANDIDATE or len(ids) <= 1:
+            if stage.key == KEY_CANDIDATE or len(ids) <= 1 or sequential:
                 unique, inverse = ids, None
             else:
                 unique, inverse = np.unique(ids, return_inverse=True)
@@ -257,10 +260,14 @@ class InputPlan:
                 lists = args[0]
                 table_feature = feature.inputs[1]
                 assert isinstance(table_feature, ViewFeature)
-                flat = lists[lists >= 0]
-                unique, inverse = np.unique(flat, return_inverse=True)
+                listed = lists >= 0
+                flat = lists[listed]
+                if getattr(reader, "sequential", False):  # repeats are read again: cheaper than finding them
+                    unique, inverse = flat, np.arange(len(flat), dtype=np.int64)
+                else:
+                    unique, inverse = np.unique(flat, return_inverse=True)
                 positions = np.full(lists.shape, -1, dtype=np.int64)
-                positions[lists >= 0] = inverse
+                positions[listed] = inverse
                 if len(unique):
                     rows = await reader.read(table_feature.view, unique.astype(np.int64))
                     vectors = rows[:, table_feature.start : table_feature.start + table_feature.width]

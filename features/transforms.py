@@ -65,12 +65,16 @@ def contains(lists: Array, ids: Array) -> F32:
 
 
 def _member_of(values: Array, members: Array) -> npt.NDArray[np.bool_]:
-    """`values` in `members`, elementwise. numpy's lookup-table kind (chosen when the members' id range
-    is small, as a request's lists are) measured 2x cheaper than a binary search in the sorted members,
-    which was 5x cheaper than broadcast comparison, for 6,800 values against 19."""
+    """`values` in `members`, elementwise: a binary search in the sorted members (a request's list is
+    short). Measured against `np.isin`, whose method depends on the sizes and the id range: as fast for
+    6,600 values against 19 members (isin compares once per member), 7x faster for 1,650 against 81 with
+    ids up to 20,000 (isin sorts both arrays together)."""
     if len(members) == 0:
         return np.zeros(values.shape, dtype=np.bool_)
-    return np.asarray(np.isin(values, members))
+    ordered = np.sort(members)
+    positions = np.searchsorted(ordered, values)
+    np.minimum(positions, len(ordered) - 1, out=positions)
+    return np.asarray(ordered[positions] == values)
 
 
 def _count_per_row(mask: npt.NDArray[np.bool_]) -> F32:

@@ -294,7 +294,7 @@ class FeedApp:
 
     def _observe(self, workflow: str, ctx: Context) -> None:
         for entry in ctx.trace.entries:
-            self.metrics.step_seconds.labels(workflow, entry.name, entry.outcome.value).observe(entry.elapsed_ms / 1e3)
+            self.metrics.observe_step(workflow, entry.name, entry.outcome.value, entry.elapsed_ms / 1e3)
         for failure in ctx.failures:
             self.metrics.degraded.labels(workflow, failure.step).inc()
 

@@ -44,6 +44,9 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        # Bound once per (workflow, step, outcome): labels() costs more than the observation, and a request
+        # observes every step.
+        self._step_children: dict[tuple[str, str, str], Histogram] = {}
         self.degraded = Counter(
             "quasar_degraded_total",
             "Degraded answers by the step that failed open or fell back.",
@@ -83,3 +86,10 @@ class GatewayMetrics:
         self.arm_seconds.labels(release, arm).observe(seconds)
         if mean_score is not None:
             self.arm_score.labels(release, arm).observe(mean_score)
+
+    def observe_step(self, workflow: str, step: str, outcome: str, seconds: float) -> None:
+        key = (workflow, step, outcome)
+        child = self._step_children.get(key)
+        if child is None:
+            child = self._step_children[key] = self.step_seconds.labels(workflow, step, outcome)
+        child.observe(seconds)

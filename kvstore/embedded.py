@@ -233,6 +233,7 @@ class _Mapped:
     info: TableInfo
     ids: npt.NDArray[np.int64]  # memory-mapped
     vectors: np.ndarray  # memory-mapped, float16 or float32
+    dtype: np.dtype[Any]  # what lookups return: `lookup_dtype(info.dtype)`, resolved once
     first_id: int | None = None  # set when the ids are first_id .. first_id + count - 1: no search needed
 
 
@@ -268,7 +269,8 @@ def _map_version(root: Path, table: str, version: str, *, name: str) -> _Mapped:
             table=table,
         )
     dense = info.count > 0 and int(ids[-1]) - int(ids[0]) + 1 == info.count  # sorted and unique: a range
-    return _Mapped(info=info, ids=ids, vectors=vectors, first_id=int(ids[0]) if dense else None)
+    first_id = int(ids[0]) if dense else None
+    return _Mapped(info=info, ids=ids, vectors=vectors, first_id=first_id, dtype=lookup_dtype(info.dtype))
 
 
 class _Table:
@@ -411,12 +413,13 @@ class EmbeddedStore:
 
 
 def _gather(mapped: _Mapped, query: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
-    dtype = lookup_dtype(mapped.info.dtype)
+    dtype = mapped.dtype
     if mapped.info.count == 0 or len(query) == 0:
         return np.zeros((len(query), mapped.info.dim), dtype=dtype), np.zeros(len(query), dtype=np.bool_)
     if mapped.first_id is not None:  # ids form a range (most entity tables): the row is id - first_id
         positions = query - mapped.first_id
-        if positions.min() >= 0 and positions.max() < mapped.info.count:  # the common case: one gather
+        # 0 <= every position < count, in one pass: as unsigned, a negative position is above any count.
+        if int(positions.view(np.uint64).max()) < mapped.info.count:  # the common case: one gather
             # np.take, not fancy indexing: ~3x cheaper for a row gather (measured, 1,700 rows of 7).
             rows = np.take(mapped.vectors, positions, axis=0)
             return rows.astype(dtype, copy=False), np.ones(len(query), dtype=np.bool_)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -19,6 +19,41 @@ class ItemType(enum.IntEnum):
     POST = 1
     ARTICLE = 2
     JOB = 3
+
+
+class RowsOf(Mapping[str, np.ndarray]):
+    """Feature columns computed for a batch of rows (the sources' shared first-pass frame), seen through
+    `rows`: row i of every value is row `rows[i]` of the batch.
+
+    Why not copies: a source keeps a few hundred of its batch's rows, merge and filter keep fewer, and only
+    the second pass reads the values. Taking rows composes indices (one small integer gather) and a column
+    is gathered from the batch once, when read, instead of at every step on the way.
+    """
+
+    __slots__ = ("columns", "names", "rows")
+
+    def __init__(self, columns: Mapping[str, np.ndarray], names: tuple[str, ...], rows: I64) -> None:
+        self.columns = columns  # the batch's values by name (it may hold more than `names`)
+        self.names = names
+        self.rows = rows
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(name)
+        return np.take(self.columns[name], self.rows, axis=0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def take(self, index: npt.NDArray[np.integer]) -> RowsOf:
+        return RowsOf(self.columns, self.names, self.rows[index])
+
+    def same_batch(self, other: object) -> bool:
+        """Whether `other` views the same batch with the same names (so their rows can be concatenated)."""
+        return isinstance(other, RowsOf) and other.columns is self.columns and other.names == self.names
 
 
 @dataclass(frozen=True)
@@ -41,7 +76,8 @@ class Candidates:
     utility: F32 | None = None
     features: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
     """Feature name -> (n, width) values computed for these rows upstream (a source's first-pass inputs), so
-    a later step reading the same declared feature takes it instead of computing it again."""
+    a later step reading the same declared feature takes it instead of computing it again. Sources give a
+    `RowsOf` view of their scoring batch, gathered only when read."""
 
     def __post_init__(self) -> None:
         n = len(self.item_id)
@@ -72,7 +108,7 @@ class Candidates:
             source=np.zeros(n, dtype=np.int16),
             sources_mask=np.ones(n, dtype=np.uint32),
             source_names=(source_name,),
-            features=dict(features or {}),
+            features=features if isinstance(features, RowsOf) else dict(features or {}),
         )
 
     @classmethod
@@ -99,8 +135,13 @@ class Candidates:
             sources_mask=self.sources_mask[index],
             scores=None if self.scores is None else self.scores[index],
             utility=None if self.utility is None else self.utility[index],
-            features={name: np.take(values, index, axis=0) for name, values in self.features.items()},
+            features=self._features_at(index),
         )
+
+    def _features_at(self, index: npt.NDArray[np.integer]) -> Mapping[str, np.ndarray]:
+        if isinstance(self.features, RowsOf):
+            return self.features.take(index)
+        return {name: np.take(values, index, axis=0) for name, values in self.features.items()}
 
     def with_scores(self, scores: F32, objectives: tuple[str, ...], utility: F32) -> Candidates:
         if scores.shape != (len(self), len(objectives)) or utility.shape != (len(self),):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from remix.failures import Category, Failure
 from remix.keys import Key
 from remix.registry import StepParams, StepType
 from remix.steps._select import top_k
-from remix.steps.candidates import Candidates
+from remix.steps.candidates import Candidates, RowsOf
 from remix.steps.keys import MERGED, source_key
 from remix.steps.services import Services
 
@@ -135,9 +136,14 @@ class Narrowed(Failure):
         return f"overload: second pass narrowed to {self.kept} candidates"
 
 
-def _carried(parts: list[Candidates], rows: np.ndarray) -> dict[str, np.ndarray]:
+def _carried(parts: list[Candidates], rows: np.ndarray) -> Mapping[str, np.ndarray]:
     """The upstream features every part carries, for the merged rows (a feature some part lacks is dropped:
-    the step reading it computes it)."""
+    the step reading it computes it). Parts viewing one scoring batch stay a view of it."""
+    first = parts[0].features
+    if isinstance(first, RowsOf) and all(first.same_batch(p.features) for p in parts[1:]):
+        views = [p.features for p in parts]
+        batch_rows = np.concatenate([v.rows for v in views if isinstance(v, RowsOf)])
+        return RowsOf(first.columns, first.names, batch_rows[rows])
     names = set(parts[0].features).intersection(*(p.features for p in parts[1:]))
     return {name: np.take(np.concatenate([p.features[name] for p in parts]), rows, axis=0) for name in sorted(names)}
 

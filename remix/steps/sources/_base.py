@@ -11,6 +11,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from engines.errors import EngineError
+from features import Frame
 from features.registry import Feature
 from kvstore.errors import StoreError
 from remix.context import Context
@@ -18,7 +19,7 @@ from remix.failures import DependencyFailure, Failure
 from remix.keys import Key
 from remix.registry import StepParams
 from remix.steps._select import top_k
-from remix.steps.candidates import Candidates
+from remix.steps.candidates import Candidates, RowsOf
 from remix.steps.coalesce import CoalescedScorer
 from remix.steps.keys import source_key
 from remix.steps.scoring import resolve_features
@@ -114,10 +115,7 @@ class DeclaredSource:
         author = np.zeros(n, np.int64) if self._params.author is None else frame.get(self._params.author)[rows, 0]
         # The model's per-candidate inputs go along, so a later step declaring the same features reuses them
         # (request-level ones, one row broadcast, are not per candidate).
-        values = (frame.get(name) for name in self._carried)
-        carried = {
-            name: np.take(v, rows, axis=0) for name, v in zip(self._carried, values, strict=True) if len(v) == frame.n
-        }
+        carried = RowsOf(frame.values, self._per_row(frame), rows)
         found = Candidates.from_source(
             self.name,
             item_id=item_ids[best],
@@ -127,6 +125,10 @@ class DeclaredSource:
             features=carried,
         )
         ctx.set(self.key, found)
+
+    def _per_row(self, frame: Frame) -> tuple[str, ...]:
+        """The model inputs with a value per row (request-level ones, one row broadcast, are not carried)."""
+        return tuple(name for name in self._carried if len(frame.get(name)) == frame.n)
 
 
 def unique_in_order(ids: I64, limit: int) -> I64:

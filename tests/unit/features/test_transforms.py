@@ -44,6 +44,33 @@ def test_a_broadcast_row_gives_the_bits_of_the_repeated_row(
     np.testing.assert_array_equal(transforms.contains(member_list, ids), transforms.contains(repeated_list, ids))
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 60),
+    st.integers(0, 90),
+    st.sampled_from([10, 1_000, 2**40]),
+)
+def test_membership_against_a_request_level_list_matches_python_sets(seed: int, n: int, listed: int, span: int) -> None:
+    """contains/overlap with one member list: ids anywhere in a small or huge range, padding, repeats, an
+    empty list, ids below and above every listed one."""
+    rng = np.random.default_rng(seed)
+    member_list = np.where(rng.random((1, max(listed, 1))) < 0.2, -1, rng.integers(0, span, (1, max(listed, 1))))
+    member_list = member_list[:, :listed] if listed else np.full((1, 3), -1)
+    item_lists = np.where(rng.random((n, 4)) < 0.3, -1, rng.integers(0, span, (n, 4)))
+    item_lists[rng.random((n, 4)) < 0.2] = member_list[0, 0] if listed else 5  # some hits in any range
+    ids = item_lists[:, :1]
+    held = {int(v) for v in member_list[0] if v >= 0}
+
+    expected_contains = [[1.0 if v >= 0 and int(v) in held else 0.0] for v in ids[:, 0]]
+    np.testing.assert_array_equal(transforms.contains(member_list, ids), expected_contains)
+    expected_overlap = []
+    for row in item_lists:
+        valid = [int(v) for v in row if v >= 0]
+        expected_overlap.append([sum(v in held for v in valid) / max(len(valid), 1)])
+    np.testing.assert_allclose(transforms.overlap(item_lists, member_list), expected_overlap, rtol=1e-6)
+
+
 def test_values() -> None:
     a = np.array([[1.0, 2.0, 3.0]], np.float32)
     b = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]], np.float32)

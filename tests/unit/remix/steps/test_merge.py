@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from remix.context import Context
 from remix.step import Step
 from remix.steps import MERGED, MergeParams, source_key
-from remix.steps.candidates import Candidates, ItemType
+from remix.steps.candidates import Candidates, ItemType, RowsOf
 
 from .conftest import make_ctx
 
@@ -171,3 +171,45 @@ async def test_a_narrowed_cap_that_removes_nothing_does_not_degrade(build: Build
     await build("merge", sources=["a"], max_candidates=4)(ctx)
     assert len(ctx.get(MERGED)) == 2
     assert not ctx.degraded
+
+
+def batch_views(rng: np.random.Generator, sizes: Sequence[int]) -> tuple[dict[str, np.ndarray], list[Candidates]]:
+    """Sources that scored in one batch: each carries a `RowsOf` view of the batch's feature columns."""
+    total = sum(sizes)
+    columns = {"a": rng.random((total, 3)).astype(np.float32), "b": rng.random((total, 1)).astype(np.float32)}
+    parts, start = [], 0
+    for index, size in enumerate(sizes):
+        items = rng.choice(np.arange(1, 400), size=size, replace=False)
+        kept = rng.permutation(size)[: size // 2]  # a source keeps some of its batch rows, in its own order
+        part = cands(f"s{index}", items[kept].tolist(), rng.random(len(kept)).tolist())
+        parts.append(replace(part, features=RowsOf(columns, ("a", "b"), kept + start)))
+        start += size
+    return columns, parts
+
+
+async def test_features_viewing_one_scoring_batch_merge_into_one_view_equal_to_copies(build: Build) -> None:
+    rng = np.random.default_rng(5)
+    _, parts = batch_views(rng, [120, 90, 60])
+    copies = [replace(p, features={name: p.features[name] for name in p.features}) for p in parts]
+    names = [f"s{i}" for i in range(3)]
+    viewed = await merge(build, dict(zip(names, parts, strict=True)), sources=names, max_candidates=80)
+    copied = await merge(build, dict(zip(names, copies, strict=True)), sources=names, max_candidates=80)
+
+    assert isinstance(viewed.features, RowsOf)  # nothing gathered yet
+    assert sorted(viewed.features) == sorted(copied.features) == ["a", "b"]
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(viewed.features[name], copied.features[name])
+    later = np.array([5, 0, 17], np.int64)  # a later step (filter) takes rows: still the same values
+    np.testing.assert_array_equal(viewed.take(later).features["a"], copied.take(later).features["a"])
+
+
+async def test_features_of_different_batches_merge_as_copies_of_the_names_all_carry(build: Build) -> None:
+    rng = np.random.default_rng(6)
+    _, (first,) = batch_views(rng, [100])
+    _, (second,) = batch_views(rng, [100])
+    second = replace(second, source_names=("s1",), features={"a": second.features["a"]})  # another batch, fewer names
+    merged = await merge(build, {"s0": first, "s1": second}, sources=["s0", "s1"])
+
+    assert not isinstance(merged.features, RowsOf)
+    assert list(merged.features) == ["a"]
+    assert merged.features["a"].shape == (len(merged), 3)
