@@ -10,6 +10,7 @@ from pydantic import Field
 from remix.context import Context
 from remix.keys import Key
 from remix.registry import StepParams, StepType
+from remix.steps._select import run_starts
 from remix.steps.keys import FEED, QUERY, RANKED
 from remix.steps.services import Services
 
@@ -44,10 +45,10 @@ class Blend:
         # Stable sort by author keeps utility order within an author; rank within author = position in run.
         by_author = np.argsort(authors, kind="stable")
         sorted_authors = authors[by_author]
-        run_starts = np.flatnonzero(np.r_[True, sorted_authors[1:] != sorted_authors[:-1]])
-        run_lengths = np.diff(np.r_[run_starts, len(sorted_authors)])
+        starts = run_starts(sorted_authors)
+        run_lengths = np.diff(starts, append=len(sorted_authors))
         rank_in_author = np.empty(len(authors), dtype=np.int64)
-        rank_in_author[by_author] = np.arange(len(authors)) - np.repeat(run_starts, run_lengths)
+        rank_in_author[by_author] = np.arange(len(authors)) - np.repeat(starts, run_lengths)
         kept = by_utility[(rank_in_author < self._max_per_author) | (authors <= 0)]
         ctx.set(FEED, ranked.take(kept[: ctx.get(QUERY).count]))
 

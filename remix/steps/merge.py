@@ -14,7 +14,7 @@ from remix.context import Context
 from remix.failures import Category, Failure
 from remix.keys import Key
 from remix.registry import StepParams, StepType
-from remix.steps._select import top_k
+from remix.steps._select import run_starts, top_k
 from remix.steps.candidates import Candidates, RowsOf
 from remix.steps.keys import MERGED, source_key
 from remix.steps.services import Services
@@ -87,7 +87,7 @@ class Merge:
                 part = part.take(top_k(part.first_pass_score, quota))
             parts.append(part)
             priorities.append(index)
-        if not parts:
+        if not parts or not any(len(p) for p in parts):  # nobody answered, or every answer was empty
             ctx.set(MERGED, Candidates.empty(self._sources))
             return
 
@@ -97,7 +97,7 @@ class Merge:
         # Group rows by item, highest-priority producer first within each group.
         order = np.lexsort((source, item_id))
         sorted_ids = item_id[order]
-        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        starts = run_starts(sorted_ids)
         primary = order[starts]
         bits = np.left_shift(np.uint32(1), source[order].astype(np.uint32))
         best_scores = np.maximum.reduceat(score[order], starts).astype(np.float32, copy=False)

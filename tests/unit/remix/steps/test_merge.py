@@ -213,3 +213,9 @@ async def test_features_of_different_batches_merge_as_copies_of_the_names_all_ca
     assert not isinstance(merged.features, RowsOf)
     assert list(merged.features) == ["a"]
     assert merged.features["a"].shape == (len(merged), 3)
+
+
+async def test_sources_that_all_answered_nothing_give_an_empty_set(build: Build) -> None:
+    merged = await merge(build, {"a": cands("a", [], []), "b": cands("b", [], [])}, sources=["a", "b"])
+    assert len(merged) == 0
+    assert merged.source_names == ("a", "b")
