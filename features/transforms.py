@@ -64,15 +64,27 @@ def contains(lists: Array, ids: Array) -> F32:
     return np.asarray(held, dtype=np.float32)
 
 
+_TABLE_MAX_SPAN = 1 << 16  # a 64 KiB table is zeroed in microseconds
+
+
 def _member_of(values: Array, members: Array) -> npt.NDArray[np.bool_]:
-    """`values` in `members`, elementwise: a binary search in the sorted members (a request's list is
-    short). Measured against `np.isin`, whose method depends on the sizes and the id range: as fast for
-    6,600 values against 19 members (isin compares once per member), 7x faster for 1,650 against 81 with
-    ids up to 20,000 (isin sorts both arrays together)."""
+    """`values` in `members`, elementwise. A request's list is short and its ids usually span a modest
+    range: then a lookup table over that range (one gather per value) is used, else a binary search in
+    the sorted members. Measured on a request's 1,815 x 4 hashtag ids against 19 followed ones: table
+    38 us, binary search 127 us, `np.isin` 132 us (it compares once per member; for 81 connections
+    spanning 20,000 ids it sorts both arrays together: 148 us against the table's 20 us)."""
     if len(members) == 0:
         return np.zeros(values.shape, dtype=np.bool_)
+    low, high = int(members.min()), int(members.max())
+    span = high - low + 1
+    if span <= max(_TABLE_MAX_SPAN, 16 * values.size):
+        table = np.zeros(span + 1, np.bool_)  # the extra last slot is where every value outside the range lands
+        table[members - low] = True
+        index = values - low
+        np.clip(index, -1, span, out=index)  # -1 indexes that last slot too
+        return table[index]
     ordered = np.sort(members)
-    positions = np.searchsorted(ordered, values)
+    positions = np.searchsorted(ordered, np.ascontiguousarray(values))
     np.minimum(positions, len(ordered) - 1, out=positions)
     return np.asarray(ordered[positions] == values)
 
