@@ -31,6 +31,7 @@ with a shape, padded with negative ids.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal
 
@@ -124,9 +125,9 @@ class ViewDecl(_Decl):
             raise ValueError(f"duplicate feature names {duplicated}")
         return self
 
-    @property
+    @functools.cached_property
     def width(self) -> int:
-        """Values in one row of the table: the features' widths summed."""
+        """Values in one row of the table: the features' widths summed (once: every read checks it)."""
         return sum(f.width for f in self.features)
 
 

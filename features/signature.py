@@ -16,6 +16,7 @@ outputs:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -72,7 +73,7 @@ class InputTensor:
     features: tuple[Feature, ...]
     layout: str = "matrix"
 
-    @property
+    @functools.cached_property
     def width(self) -> int:
         return sum(feature_width(f) for f in self.features)
 

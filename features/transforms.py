@@ -82,7 +82,8 @@ def _member_of(values: Array, members: Array) -> npt.NDArray[np.bool_]:
         table[members - low] = True
         index = values - low
         np.clip(index, -1, span, out=index)  # -1 indexes that last slot too
-        return table[index]
+        found: npt.NDArray[np.bool_] = table[index]
+        return found
     ordered = np.sort(members)
     positions = np.searchsorted(ordered, np.ascontiguousarray(values))
     np.minimum(positions, len(ordered) - 1, out=positions)

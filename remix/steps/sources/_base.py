@@ -79,7 +79,6 @@ class DeclaredSource:
         model_features: Iterable[Feature] = (f for t in self._signature.inputs for f in t.features)
         # Shared with every source scoring with the same model and features: a request's sources score together.
         self._scorer = CoalescedScorer.shared(services, self._signature, [*model_features, *meta])
-        self._carried = tuple(f.name for t in self._signature.inputs for f in t.features)
         self.reads: frozenset[Key[Any]] = self._scorer.inputs.reads | retriever.reads
 
     async def __call__(self, ctx: Context) -> None:
@@ -113,9 +112,10 @@ class DeclaredSource:
             np.zeros(n, np.int8) if self._params.item_type is None else frame.get(self._params.item_type)[rows, 0]
         )
         author = np.zeros(n, np.int64) if self._params.author is None else frame.get(self._params.author)[rows, 0]
-        # The model's per-candidate inputs go along, so a later step declaring the same features reuses them
-        # (request-level ones, one row broadcast, are not per candidate).
-        carried = RowsOf(frame.values, self._per_row(frame), rows)
+        # Every per-candidate value of the batch goes along (the model's inputs and what they were computed
+        # from), as a view: a later step declaring the same features reuses them instead of reading or
+        # computing them again (request-level ones, one row broadcast, are not per candidate).
+        carried = RowsOf(frame.values, _per_row(frame), rows)
         found = Candidates.from_source(
             self.name,
             item_id=item_ids[best],
@@ -126,9 +126,10 @@ class DeclaredSource:
         )
         ctx.set(self.key, found)
 
-    def _per_row(self, frame: Frame) -> tuple[str, ...]:
-        """The model inputs with a value per row (request-level ones, one row broadcast, are not carried)."""
-        return tuple(name for name in self._carried if len(frame.get(name)) == frame.n)
+
+def _per_row(frame: Frame) -> tuple[str, ...]:
+    """The names of `frame` with a value per row (request-level ones, one row broadcast, are not carried)."""
+    return tuple(name for name, value in frame.values.items() if len(value) == frame.n)
 
 
 def unique_in_order(ids: I64, limit: int) -> I64:

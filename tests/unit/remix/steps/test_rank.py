@@ -127,14 +127,24 @@ async def test_features_carried_from_the_sources_are_reused_not_recomputed(
     source = build("source.kv_list", name="network", list="network_feed.items", limit=6, retrieve=6, **SOURCE)
     await source(ctx)
     found = ctx.get(source_key("network"))
-    assert set(found.features) == {"item_log_popularity", "author_is_connection"}  # the first pass's inputs
+    # the first pass's inputs, and the per-candidate values they were computed from
+    assert set(found.features) == {
+        "item_log_popularity",
+        "author_is_connection",
+        "item.id",
+        "item_meta.author_id",
+        "item_meta.hashtags",
+        "item_meta.type",
+        "item_stats.popularity",
+    }
     # a carried value of a feature the ranker reads is taken as it is: its inputs are not read again
     pooled = np.full((len(found), DIM), 7.0, np.float32)
     ctx.set(MERGED, replace(found, features={**found.features, "hashtags_pooled": pooled}))
-    before = len(store.lookups_of("hashtag"))
+    before = len(store.lookups_of("hashtag")), len(store.lookups_of("item_meta"))
     await build("rank", model="feed_ranker", weights=WEIGHTS)(ctx)
     np.testing.assert_array_equal(seen.pop()[:, 3 * DIM : 4 * DIM], pooled)
-    assert len(store.lookups_of("hashtag")) == before
+    # nor is item_meta read again for the authors: the carried author ids key the author rows
+    assert (len(store.lookups_of("hashtag")), len(store.lookups_of("item_meta"))) == before
 
 
 async def test_ranked_candidates_drop_the_carried_features(build: Build) -> None:
