@@ -412,11 +412,19 @@ class EmbeddedStore:
         return mapped
 
 
+_ONE_FOUND = np.ones(1, dtype=np.bool_)
+_ONE_FOUND.flags.writeable = False  # shared by every one-row lookup: nobody may write it
+
+
 def _gather(mapped: _Mapped, query: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
     dtype = mapped.dtype
     if mapped.info.count == 0 or len(query) == 0:
         return np.zeros((len(query), mapped.info.dim), dtype=dtype), np.zeros(len(query), dtype=np.bool_)
     if mapped.first_id is not None:  # ids form a range (most entity tables): the row is id - first_id
+        if len(query) == 1:  # one request-level row (the member's): a slice, no array arithmetic
+            position = int(query[0]) - mapped.first_id
+            if 0 <= position < mapped.info.count:
+                return mapped.vectors[position : position + 1].astype(dtype), _ONE_FOUND
         positions = query - mapped.first_id
         # 0 <= every position < count, in one pass: as unsigned, a negative position is above any count.
         if int(positions.view(np.uint64).max()) < mapped.info.count:  # the common case: one gather
