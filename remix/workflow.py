@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from remix.graph import validate
 from remix.step import Step
+from remix.tables import bind_tables
 from remix.wrappers import guard
 
 
@@ -35,3 +36,4 @@ class Workflow:
         # Frozen: assigning through object.__setattr__ is how a frozen dataclass normalises a field.
         object.__setattr__(self, "root", guard(self.root))
         validate(self.root)
+        bind_tables(self.root)

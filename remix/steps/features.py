@@ -17,7 +17,7 @@ from remix.failures import DependencyFailure
 from remix.keys import Key
 from remix.registry import StepParams, StepType
 from remix.steps.keys import MEMBER_DEFAULTED, QUERY, TABLE_VERSIONS, member_rows_key
-from remix.steps.services import Services
+from remix.steps.services import DEFAULT_STORE, Services
 
 
 class FeaturesParams(StepParams):
@@ -44,8 +44,9 @@ class Features:
     """Reads QUERY; writes TABLE_VERSIONS (also copied into `ctx.table_versions`), `member_rows_key(view)`
     per configured view ((1, width), declared defaults where the member has no row) and MEMBER_DEFAULTED.
 
-    The current version of every declared table is resolved here, once, per store, and the request's
-    release pins (`ctx.serving.table_pins`) override it; later steps read at those versions only, so one
+    The current version of every table the workflow reads (`remix.tables`; every declared table when a
+    reader does not say) is resolved here, once, per store, and the request's release pins
+    (`ctx.serving.table_pins`) override it; later steps read at those versions only, so one
     request never mixes two versions of a table, nor two releases. A member without a row (a cold
     start) is not a failure. A table with no current version, or any store error, is a DependencyFailure:
     the workflow decides with a fallback (`features.defaults`) whether the request goes on without it.
@@ -53,19 +54,29 @@ class Features:
 
     optional_reads: frozenset[Key[Any]] = frozenset()
     reads: frozenset[Key[Any]] = frozenset({QUERY})
+    versions_key: Key[Any] = TABLE_VERSIONS
 
     def __init__(self, name: str, params: FeaturesParams, services: Services) -> None:
         self.name = name
         self._views = _member_views(name, params, services)
         self._stores = services.stores
-        tables: dict[str, set[str]] = {}
-        for view in services.registry.views.values():
-            tables.setdefault(view.store, set()).add(view.table)
-        self._tables = {store: sorted(names) for store, names in tables.items()}
-        self._all_tables = frozenset(t for names in tables.values() for t in names)
+        # Until the workflow is built and `resolve_only` says what its steps read: every declared table.
+        self._store_of = {view.table: view.store for view in services.registry.views.values()}
+        self._resolve(frozenset(self._store_of))
         self.writes: frozenset[Key[Any]] = frozenset(
             {TABLE_VERSIONS, MEMBER_DEFAULTED, *(member_rows_key(v.name) for v in self._views)}
         )
+
+    def resolve_only(self, tables: frozenset[str]) -> None:
+        """Resolve `tables` (those the workflow's steps read) and this step's own views' tables only."""
+        self._resolve(tables | {view.table for view in self._views})
+
+    def _resolve(self, tables: frozenset[str]) -> None:
+        by_store: dict[str, list[str]] = {}
+        for table in sorted(tables):  # a table no view declares (an ANN source's) is the default store's
+            by_store.setdefault(self._store_of.get(table, DEFAULT_STORE), []).append(table)
+        self._tables = by_store
+        self._all_tables = tables
 
     async def __call__(self, ctx: Context) -> None:
         resolved = [await self._stores[store].current_versions(tables) for store, tables in self._tables.items()]

@@ -73,6 +73,7 @@ class Filter:
         self._inputs = DeclaredInputs(services, features, step=name)
         self._candidates = CANDIDATE_KEYS[params.candidates]
         self.reads: frozenset[Key[Any]] = self._inputs.reads | {self._candidates}
+        self.tables = self._inputs.tables
 
     async def __call__(self, ctx: Context) -> None:
         candidates = ctx.get(self._candidates)

@@ -87,6 +87,7 @@ class Rank:
         self._inputs = signature_inputs(services, self._signature, step=name)
         self._candidates = CANDIDATE_KEYS[params.candidates]
         self.reads: frozenset[Key[Any]] = self._inputs.reads | {self._candidates}
+        self.tables = self._inputs.tables
 
     async def __call__(self, ctx: Context) -> None:
         candidates = ctx.get(self._candidates)

@@ -52,9 +52,11 @@ class SourceParams(StepParams):
 
 
 class Retriever(Protocol):
-    """How a source finds ids. `reads`: keys it needs beyond QUERY (e.g. a member row)."""
+    """How a source finds ids. `reads`: keys it needs beyond QUERY (e.g. a member row). `tables`: the
+    store tables it reads at the request's versions (none: it reads none, or resolves its own)."""
 
     reads: frozenset[Key[Any]]
+    tables: frozenset[str]
 
     async def retrieve(self, ctx: Context, *, limit: int) -> I64:
         """Unique candidate ids, at most `limit`, best first when the retriever knows an order."""
@@ -80,6 +82,7 @@ class DeclaredSource:
         # Shared with every source scoring with the same model and features: a request's sources score together.
         self._scorer = CoalescedScorer.shared(services, self._signature, [*model_features, *meta])
         self.reads: frozenset[Key[Any]] = self._scorer.inputs.reads | retriever.reads
+        self.tables: frozenset[str] = self._scorer.inputs.tables | retriever.tables
 
     async def __call__(self, ctx: Context) -> None:
         item_ids = await self._retriever.retrieve(ctx, limit=self._params.retrieve)

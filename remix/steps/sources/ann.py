@@ -79,6 +79,7 @@ class AnnRetriever:
         self._table = params.table
         self._row_key = member_rows_key(feature.view.name)
         self.reads: frozenset[Key[Any]] = frozenset({self._row_key, TABLE_VERSIONS})
+        self.tables: frozenset[str] = frozenset({params.table})
         self.searcher = AnnSearcher(
             services.index_root,
             name=step,

@@ -25,6 +25,7 @@ class GrpcParams(SourceParams):
 
 class GrpcRetriever:
     reads: frozenset[Key[Any]] = frozenset({QUERY})
+    tables: frozenset[str] = frozenset()  # the remote service reads its own
 
     def __init__(self, step: str, params: GrpcParams, services: Services) -> None:
         client = services.candidate_services.get(params.service)

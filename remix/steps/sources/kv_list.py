@@ -38,6 +38,7 @@ class KvListRetriever:
         self._feature = feature
         self._row_key = member_rows_key(feature.view.name)
         self.reads: frozenset[Key[Any]] = frozenset({self._row_key, TABLE_VERSIONS})
+        self.tables: frozenset[str] = frozenset({feature.view.table})
         self._store = services.stores[feature.view.store]
         self._max_age_s = feature.view.max_age_s
         self._wall_clock = services.wall_clock

@@ -86,6 +86,7 @@ class StaticList:
 
 class StaticRetriever:
     reads: frozenset[Key[Any]] = frozenset()
+    tables: frozenset[str] = frozenset()  # the list is refreshed in the background at the current version
 
     def __init__(self, static: StaticList) -> None:
         self._static = static

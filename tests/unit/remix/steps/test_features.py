@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 
 from kvstore.errors import StoreUnavailable, TableNotFound
+from remix.compose import Sequence
+from remix.context import Context
 from remix.step import Step
-from remix.steps import MEMBER_DEFAULTED, TABLE_VERSIONS, member_rows_key
+from remix.steps import MEMBER_DEFAULTED, TABLE_VERSIONS, member_rows_key, source_key
+from remix.testing import FuncStep
+from remix.workflow import Workflow
 
-from .conftest import MEMBER_VIEWS, CountingStore, make_ctx, run_steps
+from .conftest import MEMBER_VIEWS, SOURCE, CountingStore, make_ctx, run_steps
 
 Build = Callable[..., Step]
 
@@ -85,3 +89,39 @@ async def test_defaults_fallback_writes_the_same_keys_without_the_store(build: B
 def test_bad_views_fail_at_build(build: Build, views: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build("features", views=views)
+
+
+def network_workflow(build: Build, *extra: Step) -> Workflow:
+    """features, then a source reading the network list and scoring it: the tables those two read."""
+    steps = [
+        build("rewrite"),
+        build("features", views=list(MEMBER_VIEWS)),
+        build("source.kv_list", name="network", list="network_feed.items", limit=6, retrieve=6, **SOURCE),
+        *extra,
+    ]
+    return Workflow(name="wf", version="1", root=Sequence("wf", steps))
+
+
+async def test_a_built_workflow_resolves_only_the_tables_its_steps_read(build: Build, store: CountingStore) -> None:
+    workflow = network_workflow(build)
+    store._current.pop("trending")  # a table no step of this workflow reads: its absence is not this one's failure
+    ctx = make_ctx(member_id=3)
+    await workflow.root(ctx)
+
+    versions = ctx.get(TABLE_VERSIONS)
+    member_tables = {"member", "member_features", "member_topics", "member_graph", "network_feed"}
+    first_pass_tables = {"item_meta", "item_stats"}  # the first-pass model's features and the source's own
+    assert set(versions) == member_tables | first_pass_tables
+    assert len(ctx.get(source_key("network"))) > 0
+
+
+async def test_a_reader_of_the_versions_that_does_not_say_which_keeps_every_table(
+    build: Build, store: CountingStore
+) -> None:
+    async def reads_versions(ctx: Context) -> None:
+        ctx.get(TABLE_VERSIONS)
+
+    workflow = network_workflow(build, FuncStep("custom", reads_versions, reads=[TABLE_VERSIONS]))
+    ctx = make_ctx(member_id=3)
+    await workflow.root(ctx)
+    assert {"trending", "job_topics"} <= set(ctx.get(TABLE_VERSIONS))
