@@ -138,7 +138,9 @@ class Narrowed(Failure):
 
 def _carried(parts: list[Candidates], rows: np.ndarray) -> Mapping[str, np.ndarray]:
     """The upstream features every part carries, for the merged rows (a feature some part lacks is dropped:
-    the step reading it computes it). Parts viewing one scoring batch stay a view of it."""
+    the step reading it computes it). Parts viewing one scoring batch stay a view of it. A part without
+    rows (a source that found nothing) carries nothing and takes nothing away."""
+    parts = [p for p in parts if len(p)]  # no rows: nothing in `rows` points into them
     first = parts[0].features
     if isinstance(first, RowsOf) and all(first.same_batch(p.features) for p in parts[1:]):
         views = [p.features for p in parts]

@@ -219,3 +219,12 @@ async def test_sources_that_all_answered_nothing_give_an_empty_set(build: Build)
     merged = await merge(build, {"a": cands("a", [], []), "b": cands("b", [], [])}, sources=["a", "b"])
     assert len(merged) == 0
     assert merged.source_names == ("a", "b")
+
+
+async def test_a_source_that_found_nothing_does_not_drop_the_features_the_others_carry(build: Build) -> None:
+    rng = np.random.default_rng(7)
+    _, parts = batch_views(rng, [120, 90])
+    present = {"s0": parts[0], "s1": parts[1], "s2": Candidates.empty(("s2",))}
+    merged = await merge(build, present, sources=["s0", "s1", "s2"], max_candidates=50)
+    assert isinstance(merged.features, RowsOf)
+    assert sorted(merged.features) == ["a", "b"]
