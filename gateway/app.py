@@ -283,9 +283,9 @@ class FeedApp:
             )
             elapsed_s = time.perf_counter() - started
             ctx = answer.context
-            theirs = [f.message for f in ctx.failures if release.model in f.message or release.route_name in f.message]
-            if theirs:
-                raise RuntimeError(f"workflow {workflow}: {'; '.join(theirs)}")
+            if release.route_name in ctx.failed_routes:
+                reasons = "; ".join(f.message for f in ctx.failures) or "its outputs were rejected"
+                raise RuntimeError(f"workflow {workflow}: {release.model} failed: {reasons}")
             if any(use.route == release.route_name for use in ctx.models):
                 latencies.append(elapsed_s)
         if validation.warmup_requests and not latencies:

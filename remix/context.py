@@ -91,6 +91,10 @@ class Context:
     failures: list[Failure] = field(default_factory=list)
     table_versions: dict[str, str] = field(default_factory=dict)
     models: list[ModelUse] = field(default_factory=list)
+    failed_routes: set[str] = field(default_factory=set)
+    """Routes whose model this request could not use as asked: the call failed, a fallback target answered
+    instead, or the step rejected the outputs. Recorded where the call is made, so a release's warm-up
+    knows whether its own route failed rather than guessing from failure messages."""
     notes: dict[str, str] = field(default_factory=dict)
     """Step name -> what it wants in its trace entry's detail when it succeeds (e.g. counts of what it dropped)."""
     _slots: dict[str, Any] = field(default_factory=dict)

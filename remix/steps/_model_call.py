@@ -24,7 +24,13 @@ async def infer(
     """
     route = ctx.serving.route(model)
     with spans.span(f"model {model}", {"quasar.model": model}) as span:
-        call = await models.infer(route, inputs, timeout_s=ctx.budget.remaining_s(), routing_key=ctx.request.member_id)
+        try:
+            call = await models.infer(
+                route, inputs, timeout_s=ctx.budget.remaining_s(), routing_key=ctx.request.member_id
+            )
+        except Exception:  # not cancellation: the caller leaving is not the route failing
+            ctx.failed_routes.add(route)
+            raise
         if span is not None:
             span.set_attribute("quasar.target", call.target)
             span.set_attribute("quasar.model_version", call.version)
@@ -40,6 +46,7 @@ async def infer(
         )
     )
     if call.degraded_reason is not None:
+        ctx.failed_routes.add(route)
         ctx.degrade(Failure(step=step, category=Category.DEPENDENCY, message=f"{model}: {call.degraded_reason}"))
     return call.outputs
 

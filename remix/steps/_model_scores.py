@@ -9,6 +9,7 @@ from engines.base import Models
 from features import Frame
 from features.signature import ModelSignature
 from remix.context import Context
+from remix.failures import DependencyFailure
 from remix.steps._model_call import infer, output
 from remix.steps.scoring import DeclaredInputs
 
@@ -32,6 +33,10 @@ async def head_scores(
     columns = []
     for name, heads in signature.outputs.items():
         shape = (frame.n,) if len(heads) == 1 else (frame.n, len(heads))
-        value = output(outputs, name, shape, step=step, model=signature.model)
+        try:
+            value = output(outputs, name, shape, step=step, model=signature.model)
+        except DependencyFailure:  # the route answered, but not what the model declares
+            ctx.failed_routes.add(ctx.serving.route(signature.model))
+            raise
         columns.append(value.reshape(frame.n, len(heads)))
     return columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from engines.errors import EngineUnavailable
+from engines.fake import FakeModels
 from kvstore.errors import StoreTimeout
+from remix.context import Context
 from remix.failures import DependencyFailure
 from remix.step import Step
 from remix.steps import FEATURES_MISSING, MERGED, RANKED, Candidates, member_rows_key, source_key
@@ -152,3 +155,45 @@ async def test_ranked_candidates_drop_the_carried_features(build: Build) -> None
     ctx.set(MERGED, replace(merged(3, 4), features={"item_log_popularity": np.ones((2, 1), np.float32)}))
     await build("rank", model="feed_ranker", weights=WEIGHTS)(ctx)
     assert ctx.get(RANKED).features == {}
+
+
+async def rank_context(build: Build) -> Context:
+    ctx = await run_steps(make_ctx(member_id=1), build("rewrite"), build("features", views=list(MEMBER_VIEWS)))
+    ctx.set(MERGED, merged(3, 4))
+    return ctx
+
+
+async def test_the_route_is_recorded_as_failed_when_the_call_fails_falls_back_or_is_rejected(
+    build: Build, answers: Answers, models: FakeModels
+) -> None:
+    rank = build("rank", model="feed_ranker", weights=WEIGHTS)
+    ctx = await rank_context(build)
+    await rank(ctx)
+    assert ctx.failed_routes == set()  # served as asked
+
+    models.degrade("primary target down; fallback answered", model="feed_ranker")
+    ctx = await rank_context(build)
+    await rank(ctx)  # an answer, degraded
+    assert ctx.failed_routes == {"feed_ranker"}
+    models.degrade(None, model="feed_ranker")
+
+    models.fail_with(EngineUnavailable("down", target="t", model="feed_ranker"), model="feed_ranker")
+    ctx = await rank_context(build)
+    with pytest.raises(EngineUnavailable):
+        await rank(ctx)
+    assert ctx.failed_routes == {"feed_ranker"}
+    models.fail_with(None, model="feed_ranker")
+
+    answers.ranker = lambda inputs: {"scores": np.full((len(inputs["features"]), 2), np.nan, np.float32)}
+    ctx = await rank_context(build)
+    with pytest.raises(DependencyFailure, match="non-finite"):
+        await rank(ctx)
+    assert ctx.failed_routes == {"feed_ranker"}
+
+
+async def test_a_failure_elsewhere_does_not_mark_the_route(build: Build, store: CountingStore) -> None:
+    ctx = await rank_context(build)
+    store.fail_with(StoreTimeout("slow", store="memory"), table="item")
+    with pytest.raises(StoreTimeout):  # the features, not the model
+        await build("rank", model="feed_ranker", weights=WEIGHTS)(ctx)
+    assert ctx.failed_routes == set()
