@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -18,6 +18,7 @@ from remix.keys import Key
 from remix.registry import StepParams, StepType
 from remix.steps.keys import MEMBER_DEFAULTED, QUERY, TABLE_VERSIONS, member_rows_key
 from remix.steps.services import DEFAULT_STORE, Services
+from remix.tables import TableResolver
 
 
 class FeaturesParams(StepParams):
@@ -128,3 +129,7 @@ class FeaturesDefaults:
 
 FEATURES = StepType("features", FeaturesParams, Features)
 FEATURES_DEFAULTS = StepType("features.defaults", FeaturesParams, FeaturesDefaults)
+
+
+if TYPE_CHECKING:  # mypy proves `features` is what `remix.tables` binds, so drift fails CI, not a workflow
+    _resolves: type[TableResolver] = Features

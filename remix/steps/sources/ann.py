@@ -3,7 +3,7 @@ approximate index built from the request's pinned version of that table (`quasar
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -18,7 +18,7 @@ from remix.registry import StepType
 from remix.steps.keys import TABLE_VERSIONS, member_rows_key
 from remix.steps.scoring import pinned_versions, resolve_features
 from remix.steps.services import DEFAULT_STORE, Services
-from remix.steps.sources._base import I64, DeclaredSource, SourceParams
+from remix.steps.sources._base import I64, DeclaredSource, Retriever, SourceParams
 
 
 class AnnParams(SourceParams):
@@ -107,3 +107,7 @@ def _build(name: str, params: AnnParams, services: Services) -> DeclaredSource:
 
 
 ANN = StepType("source.ann", AnnParams, _build)
+
+
+if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a workflow
+    _conforms: type[Retriever] = AnnRetriever

@@ -3,7 +3,7 @@ The outgoing deadline is the step's remaining budget; the service's order is kep
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -14,7 +14,7 @@ from remix.registry import StepType
 from remix.steps.keys import QUERY
 from remix.steps.remote import RemoteCandidates
 from remix.steps.services import Services
-from remix.steps.sources._base import I64, DeclaredSource, SourceParams
+from remix.steps.sources._base import I64, DeclaredSource, Retriever, SourceParams
 
 
 class GrpcParams(SourceParams):
@@ -55,3 +55,7 @@ def _build(name: str, params: GrpcParams, services: Services) -> DeclaredSource:
 
 
 GRPC = StepType("source.grpc", GrpcParams, _build)
+
+
+if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a workflow
+    _conforms: type[Retriever] = GrpcRetriever

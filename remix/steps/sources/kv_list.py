@@ -4,7 +4,7 @@ may know), read with the member's other rows by `features`, with a maximum age."
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -17,7 +17,7 @@ from remix.registry import StepType
 from remix.steps.keys import TABLE_VERSIONS, member_rows_key
 from remix.steps.scoring import pinned_versions, resolve_features
 from remix.steps.services import Services
-from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
+from remix.steps.sources._base import I64, DeclaredSource, Retriever, SourceParams, unique_in_order
 
 
 class KvListParams(SourceParams):
@@ -74,3 +74,7 @@ def _build(name: str, params: KvListParams, services: Services) -> DeclaredSourc
 
 
 KV_LIST = StepType("source.kv_list", KvListParams, _build)
+
+
+if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a workflow
+    _conforms: type[Retriever] = KvListRetriever

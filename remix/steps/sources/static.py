@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -18,7 +18,7 @@ from remix.keys import Key
 from remix.registry import StepType
 from remix.steps.scoring import resolve_features
 from remix.steps.services import Services
-from remix.steps.sources._base import I64, DeclaredSource, SourceParams, unique_in_order
+from remix.steps.sources._base import I64, DeclaredSource, Retriever, SourceParams, unique_in_order
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +102,7 @@ def _build(name: str, params: StaticParams, services: Services) -> DeclaredSourc
 
 
 STATIC = StepType("source.static", StaticParams, _build)
+
+
+if TYPE_CHECKING:  # mypy proves the protocol is met, so drift fails CI rather than a workflow
+    _conforms: type[Retriever] = StaticRetriever
