@@ -61,8 +61,8 @@ class Features:
         self.name = name
         self._views = _member_views(name, params, services)
         self._stores = services.stores
+        self._store_of = services.registry.table_stores
         # Until the workflow is built and `resolve_only` says what its steps read: every declared table.
-        self._store_of = {view.table: view.store for view in services.registry.views.values()}
         self._resolve(frozenset(self._store_of))
         self.writes: frozenset[Key[Any]] = frozenset(
             {TABLE_VERSIONS, MEMBER_DEFAULTED, *(member_rows_key(v.name) for v in self._views)}
