@@ -158,16 +158,27 @@ def exact_search(
     chunk = max(1, _EXACT_CHUNK_CELLS // n)
     for start in range(0, m, chunk):
         block = query[start : start + chunk]
-        scores = block @ table.T
-        if squared_norms is not None:  # -(|q|^2 - 2 q.v + |v|^2)
-            scores = 2 * scores - squared_norms[None, :] - np.einsum("ij,ij->i", block, block)[:, None]
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)
-        rows = np.take_along_axis(top, order, axis=1)
+        rows, scores = _best_rows(block, table, squared_norms, take)
         out_ids[start : start + len(block), :take] = id_array[rows]
-        out_scores[start : start + len(block), :take] = np.take_along_axis(top_scores, order, axis=1)
+        out_scores[start : start + len(block), :take] = scores
     return Neighbours(out_ids, out_scores)
+
+
+def _best_rows(
+    queries: npt.NDArray[np.float32],
+    table: npt.NDArray[np.float32],
+    squared_norms: npt.NDArray[np.float32] | None,
+    take: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """The `take` best rows of `table` for each query and their scores, best first, ties in row order.
+    Scores are inner products, or with `squared_norms` (the rows') minus squared l2 distances."""
+    scores = queries @ table.T
+    if squared_norms is not None:  # -(|q|^2 - 2 q.v + |v|^2)
+        scores = 2 * scores - squared_norms[None, :] - np.einsum("ij,ij->i", queries, queries)[:, None]
+    top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
 def recall(found: Neighbours, exact: Neighbours, *, tolerance: float = 1e-5) -> float:
@@ -289,19 +300,9 @@ class AnnIndex:
         Scores as the graph reports them: over the stored rows, the padded 'ip' query gives q.x (its extra
         coordinate is 0) and unit 'cos' rows give the cosine; 'l2' is minus the squared distance."""
         assert self._scan is not None
-        scores = stored @ self._scan.T
-        if self._scan_sq_norms is not None:  # -(|q|^2 - 2 q.x + |x|^2)
-            scores = 2 * scores - self._scan_sq_norms[None, :] - np.einsum("ij,ij->i", stored, stored)[:, None]
-        n = scores.shape[1]
-        if take < n:
-            top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-            top.sort(axis=1)  # row order first, so the stable sort below breaks ties by row
-        else:
-            top = np.broadcast_to(np.arange(n), scores.shape).copy()
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        out_ids[:, :take] = self._ids[np.take_along_axis(top, order, axis=1)]
-        out_scores[:, :take] = np.take_along_axis(top_scores, order, axis=1)
+        rows, scores = _best_rows(stored, self._scan, self._scan_sq_norms, take)
+        out_ids[:, :take] = self._ids[rows]
+        out_scores[:, :take] = scores
 
     def save(self, directory: Path) -> Path:
         """Write the artifact to `directory` (normally `index_dir(...)`) atomically and durably.
