@@ -21,10 +21,15 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+Predictor = Literal["xgboost", "compiled"]
+"""What predicts an XGBoost engine's boosters. `xgboost`: the booster's own `inplace_predict`. `compiled`:
+the same trees compiled to native code here, checked against the booster at load; XGBoost's when
+compiling fails."""
 
 PARITY_TOLERANCE = 1e-5  # float32 sums of leaf values in another order differ in the last bits, not more
 _PROBE_ROWS = 512

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, S
 
 from engines._local import RunOn
 from engines.candidate_config import CandidateServiceConfig
+from engines.compiled_trees import Predictor
 from engines.tls_config import GrpcTlsConfig
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class XGBoostEngineConfig(_Config):
     nthread: PositiveInt = 1
     run_on: RunOn = "auto"  # see engines._local.RunOn (auto: the loop)
     # compiled: the trees compiled to native code at load (engines.compiled_trees), XGBoost's if that fails
-    predictor: Literal["xgboost", "compiled"] = "xgboost"
+    predictor: Predictor = "xgboost"
     compile_cache_dir: Path | None = None  # default: $XDG_CACHE_HOME/quasar/compiled-trees
 
     def build(self, name: str, offloader: Offloader) -> Engine:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xgboost as xgb
@@ -16,15 +16,11 @@ from engines._local import Loaded, ModelTable, RunOn, call_offloaded
 from engines._offload import Offloader
 from engines._signature import check_inputs, check_outputs
 from engines.base import Engine, LoadsModels
-from engines.compiled_trees import CompileFailed, compile_booster, default_cache_dir
+from engines.compiled_trees import CompileFailed, Predictor, compile_booster, default_cache_dir
 from engines.types import ModelMetadata, ModelRef, Tensors, TensorSpec
 
 INPUT = "features"
 OUTPUT = "score"
-
-Predictor = Literal["xgboost", "compiled"]
-"""`xgboost`: the booster's own `inplace_predict`. `compiled`: the same trees compiled to native code
-(engines.compiled_trees), checked against the booster at load; XGBoost's when compiling fails."""
 
 log = logging.getLogger(__name__)
 
