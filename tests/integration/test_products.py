@@ -13,6 +13,7 @@ from kvstore.embedded import EmbeddedStore
 from quasar.candidate_server import CandidateServer, StoreCandidateLists, serve
 from quasar.demo import jobs_product
 from quasar.v1 import feed_pb2
+from remix.request import FeedRequest
 from tests.integration.conftest import Gates, RunningGateway, make_settings, start_gateway
 
 
@@ -96,3 +97,17 @@ async def test_the_remote_candidate_service_down_fails_open_degraded(
     finally:
         await running.channel.close()
         await running.server.drain_and_stop()
+
+
+async def test_each_product_pins_only_the_tables_its_own_workflow_reads(gateway_with_products: RunningGateway) -> None:
+    app = gateway_with_products.server.app
+    tables = {}
+    for workflow in ("feed", "jobs"):
+        answer = await app.get_feed(
+            FeedRequest(request_id=f"tables-{workflow}", member_id=42, count=20, workflow=workflow), timeout_s=10.0
+        )
+        tables[workflow] = set(answer.context.table_versions)
+    assert tables["feed"]
+    assert tables["jobs"]
+    assert not any(table.startswith("jobs_") for table in tables["feed"])  # a jobs table cannot fail the feed
+    assert all(table.startswith("jobs_") for table in tables["jobs"])
