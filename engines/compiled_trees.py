@@ -1,8 +1,9 @@
-"""XGBoost boosters compiled to native code (Treelite + TL2cgen): the same trees, predicted 2x faster.
+"""XGBoost boosters compiled to native code (Treelite + TL2cgen): the same trees, predicted faster.
 
 Why: the demo feed's first pass scores ~1,700 candidates per request with 60 trees of depth 6. XGBoost's
 `inplace_predict` took 1.19 ms for them on one thread (0.12 ms of it fixed cost per call, even for one
-row); the same trees compiled to C by TL2cgen took 0.56 ms (0.025 ms for one row), measured here in one run.
+row); the same trees compiled to C by TL2cgen took 0.56 ms (0.025 ms for one row), measured in one run on
+an Intel Xeon. On an AMD EPYC the gap was smaller: 0.93 ms against XGBoost's 1.14 ms for 1,800 rows.
 Compiled tree ensembles are how GBDTs are commonly served fast (Treelite is what Triton's FIL backend
 loads); the booster stays the artifact, the shared library is a cache derived from it.
 
