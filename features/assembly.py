@@ -198,7 +198,10 @@ class InputPlan:
         frame = Frame(n=n)
         keys: dict[str, I64] = {KEY_REQUEST: np.asarray(member_ids, np.int64), KEY_CANDIDATE: candidate_ids}
         known = known or {}
-        given = {name: v for name, v in (precomputed or {}).items() if name in self._names}
+        # By key, not `.items()`: a precomputed mapping may be a lazy view (`RowsOf`) whose every value is a
+        # gather, and it holds features this plan does not need (a first pass reads more than the second).
+        precomputed = precomputed or {}
+        given = {name: precomputed[name] for name in precomputed if name in self._names}
         frame.values.update(given)
         work = self._work(frozenset(given))
         sequential = bool(getattr(reader, "sequential", False))

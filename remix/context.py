@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from remix import spans
 from remix.budget import Budget
 from remix.failures import Failure
 from remix.keys import Key
@@ -97,6 +98,8 @@ class Context:
     knows whether its own route failed rather than guessing from failure messages."""
     notes: dict[str, str] = field(default_factory=dict)
     """Step name -> what it wants in its trace entry's detail when it succeeds (e.g. counts of what it dropped)."""
+    tracing: bool = field(default_factory=spans.recording)
+    """Whether this request opens OpenTelemetry spans: asked once, when the request begins (see `remix.spans`)."""
     _slots: dict[str, Any] = field(default_factory=dict)
 
     def with_budget(self, budget: Budget) -> Context:

@@ -75,12 +75,14 @@ class Guarded:
         # Only leaves set a timer: a composite's children are guarded and cut themselves, and a second
         # timer on the same deadline would race with theirs.
         self._timed = not isinstance(inner, (Guarded, Composite))
+        self._span_name = f"step {self.name}"
+        self._span_attributes = {"quasar.step": self.name}
 
     def __repr__(self) -> str:
         return f"Guarded({self.inner!r}, {self.policy!r})"
 
     async def __call__(self, ctx: Context) -> None:
-        with spans.span(f"step {self.name}", {"quasar.step": self.name}):
+        with spans.span(self._span_name, self._span_attributes, on=ctx.tracing):
             await self._guarded_call(ctx)
 
     async def _guarded_call(self, ctx: Context) -> None:

@@ -23,7 +23,7 @@ async def infer(
     the step.
     """
     route = ctx.serving.route(model)
-    with spans.span(f"model {model}", {"quasar.model": model}) as span:
+    with spans.span(f"model {model}", {"quasar.model": model}, on=ctx.tracing) as span:
         try:
             call = await models.infer(
                 route, inputs, timeout_s=ctx.budget.remaining_s(), routing_key=ctx.request.member_id

@@ -42,6 +42,9 @@ class RowsOf(Mapping[str, np.ndarray]):
             raise KeyError(name)
         return np.take(self.columns[name], self.rows, axis=0)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.names  # Mapping's default would gather the column to answer
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
 

@@ -52,6 +52,44 @@ async def test_features_are_computed_from_the_declarations(declared) -> None:  #
     np.testing.assert_allclose(x[:, 9], [0.1, 0.2, 0.3, 0.4])
 
 
+class _CountedReads(dict[str, np.ndarray]):
+    """Precomputed values that count which were read (a lazy view gathers on every read)."""
+
+    def __init__(self, values: dict[str, np.ndarray]) -> None:
+        super().__init__(values)
+        self.read: list[str] = []
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        self.read.append(name)
+        return super().__getitem__(name)
+
+    def items(self):  # type: ignore[no-untyped-def]
+        return ((name, self[name]) for name in self)
+
+
+async def test_precomputed_features_are_taken_and_only_the_plans_own_are_read(declared) -> None:  # type: ignore[no-untyped-def]
+    registry, signature = declared
+    plan = InputPlan(registry, signature.inputs[0].features)
+    items = np.array([100, 101, 102, 999], np.int64)
+    columns = {"first_pass_score": np.array([0.1, 0.2, 0.3, 0.4], np.float32)}
+    given = np.array([[7.0], [8.0], [9.0], [10.0]], np.float32)
+    precomputed = _CountedReads({"item_log_popularity": given, "first_pass_only": np.zeros((4, 5), np.float32)})
+
+    frame = await plan.frame(
+        ArrayReader(TABLES),
+        member_ids=np.array([1]),
+        candidate_ids=items,
+        columns=columns,
+        now_s=NOW_S,
+        precomputed=precomputed,
+    )
+
+    assert precomputed.read == ["item_log_popularity"]  # a feature the plan does not need is never gathered
+    x = plan.tensor(frame, signature.inputs[0])
+    np.testing.assert_array_equal(x[:, 1], given[:, 0])  # taken as given, not recomputed from the store
+    np.testing.assert_allclose(x[:, 2], [1.0, 2.0, 0.0, NOW_S / 86400])  # the rest computed as usual
+
+
 async def test_serving_and_training_readers_assemble_identical_inputs(declared) -> None:  # type: ignore[no-untyped-def]
     registry, signature = declared
     plan = InputPlan(registry, signature.inputs[0].features)

@@ -228,3 +228,21 @@ async def test_a_source_that_found_nothing_does_not_drop_the_features_the_others
     merged = await merge(build, present, sources=["s0", "s1", "s2"], max_candidates=50)
     assert isinstance(merged.features, RowsOf)
     assert sorted(merged.features) == ["a", "b"]
+
+
+def test_a_batch_view_answers_membership_without_gathering_a_column() -> None:
+    class CountedColumns(dict[str, np.ndarray]):
+        reads = 0
+
+        def __getitem__(self, name: str) -> np.ndarray:
+            self.reads += 1
+            return super().__getitem__(name)
+
+    columns = CountedColumns(a=np.arange(12.0).reshape(6, 2), hidden=np.zeros((6, 1)))
+    view = RowsOf(columns, ("a",), np.array([4, 1], np.int64))
+
+    assert "a" in view
+    assert "hidden" not in view  # only the view's names count
+    assert "z" not in view
+    assert columns.reads == 0
+    np.testing.assert_array_equal(view["a"], [[8.0, 9.0], [2.0, 3.0]])
