@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WORLD  ?= var/world
 
-.PHONY: setup test lint demo world proto bench bench-workers bench-ray bench-compare curves profile soak health-demo clean
+.PHONY: setup test lint demo world proto bench bench-workers bench-ray bench-overload bench-compare curves profile soak health-demo clean
 
 setup:            ## venv, the package with every extra and the dev tools, Debian packages the tests need
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup.sh
@@ -35,6 +35,11 @@ bench-workers:    ## throughput of --workers 1 against --workers N (h2load)
 
 bench-ray:        ## the feed served by Quasar against three Ray Serve deployments of it
 	$(BIN)/python benchmarks/ray_serve_compare.py --world $(WORLD)
+
+bench-overload:   ## a 3,000-call burst on one worker: the default overload settings, then the latency-first ones
+	$(BIN)/python benchmarks/overload_burst.py --world $(WORLD)
+	$(BIN)/python benchmarks/overload_burst.py --world $(WORLD) \
+		--env QUASAR_OVERLOAD_MAX_PENDING_CALLS=1 --env QUASAR_OVERLOAD_MAX_ACTIVE_CALLS=1
 
 soak:             ## 10 minutes at moderate load with 1% injected backend errors: RSS, fds, tasks
 	$(BIN)/python benchmarks/soak.py --world $(WORLD)

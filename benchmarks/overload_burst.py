@@ -1,7 +1,7 @@
 """A burst of concurrent GetFeed calls on one channel against the demo gateway process (issue 13).
 
 Usage: python benchmarks/overload_burst.py [--world var/world] [--burst 3000] [--deadline-s 10]
-       [--unloaded 300] [--env QUASAR_OVERLOAD_TARGET_LATENCY_S=0.05 ...]
+       [--unloaded 300] [--gateway-cpus 0] [--client-cpus 1] [--env QUASAR_OVERLOAD_TARGET_LATENCY_S=0.05 ...]
 
 The gateway runs as its own process with the demo settings (plus any --env overrides). The run measures,
 in order: an unloaded p99 (sequential calls), then one burst of --burst calls sent at once on one channel,
@@ -14,11 +14,18 @@ Each call's latency runs from the moment the client starts it to the moment grpc
 callback on grpc's own thread). The client uses grpc's synchronous futures rather than grpc.aio: with
 3,000 asyncio tasks on one loop, a call's completion waits behind the loop's backlog of other tasks, and
 that wait (hundreds of ms here) is the client's, not the gateway's.
+
+On a machine with two CPUs or more the gateway (every thread of it) runs on `--gateway-cpus` and the client
+on `--client-cpus` (defaults: CPU 0 and CPU 1), so the client's own cost of sending 3,000 calls and
+reading 3,000 answers does not land on the gateway's core; `--gateway-cpus ''` leaves both unpinned. Each
+admitted call's time outside the gateway's handler (its latency minus its `server_ms`: the wait before
+grpc hands it over, and the answer's way back) is printed beside the handler's own.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 import urllib.request
@@ -62,10 +69,30 @@ class Burst:
     codes: Counter[str] = field(default_factory=Counter)
     latencies: dict[str, list[float]] = field(default_factory=dict)
     server_ms: list[float] = field(default_factory=list)
+    outside_ms: list[float] = field(default_factory=list)  # an admitted call's latency minus its server_ms
     late: int = 0
     narrowed: int = 0
     issued_ms: float = 0.0  # when the client had sent its last call
     refused_by: Counter[str] = field(default_factory=Counter)  # core's pending bound, or admission's limit
+
+
+def refused_by(details: str) -> str:
+    """Who refused a RESOURCE_EXHAUSTED call, from its message."""
+    if details.startswith("Too many pending requests"):
+        return "core's pending bound"
+    if details.startswith("Concurrent RPC limit exceeded"):
+        return "grpc's active-call bound"
+    return "admission"
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` onto `cpus` (a process's affinity is per thread on Linux)."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(thread), cpus)
+
+
+def cpu_set(text: str) -> set[int]:
+    return {int(cpu) for cpu in text.split(",") if cpu.strip()}
 
 
 def burst(stub: feed_pb2_grpc.FeedServiceStub, members: list[int], deadline_s: float) -> Burst:
@@ -83,10 +110,10 @@ def burst(stub: feed_pb2_grpc.FeedServiceStub, members: list[int], deadline_s: f
                 if code is grpc.StatusCode.OK:
                     response = future.result()
                     result.server_ms.append(response.server_ms)
+                    result.outside_ms.append(elapsed_ms - response.server_ms)
                     result.narrowed += any(r.startswith("overload:") for r in response.degraded_reasons)
                 elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    core = (future.details() or "").startswith("Too many pending requests")
-                    result.refused_by["core's pending bound" if core else "admission"] += 1
+                    result.refused_by[refused_by(future.details() or "")] += 1
                 result.late += elapsed_ms > deadline_s * 1e3
                 result.codes[name] += 1
                 result.latencies.setdefault(name, []).append(elapsed_ms)
@@ -118,8 +145,11 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=10.0)
     parser.add_argument("--unloaded", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gateway-cpus", default="0", help="CPUs for the gateway, comma-separated; '' unpinned")
+    parser.add_argument("--client-cpus", default="1", help="CPUs for this client, comma-separated")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway process")
     args = parser.parse_args()
+    pinned = bool(args.gateway_cpus) and len(os.sched_getaffinity(0)) >= 2
     env = dict(item.split("=", 1) for item in args.env)
     rng = np.random.default_rng(args.seed)
     members = rng.integers(1, 1000, size=args.burst + args.unloaded).tolist()
@@ -127,6 +157,9 @@ def main() -> None:
     gateway = start_gateway(["--world", str(args.world), "--workers", "1"], env=env)
     process, target, metrics_port = gateway.process, gateway.target, gateway.metrics_port
     assert metrics_port is not None
+    if pinned:  # after start-up: its threads exist by now, and the ones grpc starts later inherit the mask
+        pin(process.pid, cpu_set(args.gateway_cpus))
+        os.sched_setaffinity(0, cpu_set(args.client_cpus))
     try:
         with grpc.insecure_channel(target) as channel:
             stub = feed_pb2_grpc.FeedServiceStub(channel)
@@ -147,6 +180,8 @@ def main() -> None:
     rejected = latencies.get("RESOURCE_EXHAUSTED", [])
     other = {code: n for code, n in codes.items() if code not in ("OK", "RESOURCE_EXHAUSTED")}
     print(f"gateway {target}; env {env or 'demo defaults'}")
+    where = f"gateway on CPUs {args.gateway_cpus}, client on CPUs {args.client_cpus}" if pinned else "unpinned"
+    print(f"cpus: {where} (of {os.cpu_count()})")
     print(
         f"unloaded: n={len(base)} p50={pct(base, 50):.2f} ms p99={pct(base, 99):.2f} ms "
         f"(server_ms p99={pct(base_server, 99):.2f} ms)"
@@ -164,6 +199,11 @@ def main() -> None:
     print(
         f"  admitted server_ms p50={pct(server, 50):.2f} ms p99={pct(server, 99):.2f} ms "
         f"({pct(server, 99) / pct(base_server, 99):.2f}x the unloaded server_ms p99)"
+    )
+    outside = result.outside_ms
+    print(
+        "  admitted, outside the handler (waiting to be taken, the answer's way back): "
+        f"p50={pct(outside, 50):.2f} ms p99={pct(outside, 99):.2f} ms"
     )
     for code, values in sorted(latencies.items()):
         if code not in ("OK", "RESOURCE_EXHAUSTED"):

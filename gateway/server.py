@@ -102,6 +102,11 @@ class GatewayServer:
         gc.collect()
         gc.freeze()
         server = grpc.aio.server(
+            # Bounded, grpc.aio decides before it asks core for the next call: asked while the bound is reached,
+            # the call it gets is refused (RESOURCE_EXHAUSTED, no gateway code runs); asked once a slot is free,
+            # it gets the call now at the head of core's pending list. Admission decides later, when the handler
+            # starts, and what it admits was matched a whole request earlier (README, Overload).
+            maximum_concurrent_rpcs=self.settings.overload_max_active_calls,
             # The decode guard comes last, nearest the services: the handlers the others wrap carry its
             # deserializer.
             interceptors=[
@@ -172,6 +177,7 @@ class GatewayServer:
                 "workflows": sorted(self.app.workflow_names),
                 # How core refuses calls past its pending bound (gateway.backlog): what callers will see.
                 "backlog_refusal": "RESOURCE_EXHAUSTED" if refusals_are_resource_exhausted(os.environ) else "CANCELLED",
+                "max_active_calls": self.settings.overload_max_active_calls,
             },
         )
 

@@ -96,6 +96,12 @@ class GatewaySettings(BaseSettings):
         ge=1,
         description="calls grpc holds before the gateway takes them; more are refused at once",
     )
+    overload_max_active_calls: int | None = Field(
+        None,
+        ge=1,
+        description="calls of any kind (health Watch streams too) a worker runs at once; a call grpc takes past "
+        "it is refused RESOURCE_EXHAUSTED by grpc itself. null: no bound. Latency first: 1 (README, Overload)",
+    )
     # security
     tls: TlsSettings | None = Field(None, description="TLS (mTLS with client_ca_file) on the port; null: plaintext")
     admin_requires_tls: bool = Field(

@@ -84,6 +84,37 @@ async def test_calls_over_the_adaptive_limit_are_rejected_at_once(small_world: P
         await gw.server.drain_and_stop()
 
 
+async def test_with_max_active_calls_grpc_refuses_a_call_taken_while_the_slot_is_held(
+    small_world: Path, test_workflows: Path
+) -> None:
+    """`overload_max_active_calls` 1: a call grpc takes while one is active is refused by grpc itself,
+    RESOURCE_EXHAUSTED, before any gateway code runs (unbounded, it would be served beside the held one:
+    the adaptive limit starts at 32). What the bound buys, fresher admitted calls under a burst, is
+    measured by benchmarks/overload_burst.py; this checks the wiring and the status callers see."""
+    gates = Gates()
+    settings = make_settings(small_world, test_workflows, access_log=False, overload_max_active_calls=1)
+    gw = await start_gateway(settings, gates)
+    try:
+        held = asyncio.ensure_future(
+            gw.stub.GetFeed(feed_pb2.GetFeedRequest(member_id=7, workflow="feed_stalled"), timeout=30)
+        )
+        await gates.entered_event("hold").wait()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gw.stub.GetFeed(feed_pb2.GetFeedRequest(member_id=8), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "Concurrent RPC limit exceeded" in (refused.value.details() or "")
+        assert gw.server.admission.in_flight == 1, "admission never saw the refused call"
+
+        gates.gate("hold").set()
+        assert len((await held).items) == 50
+        served = await gw.stub.GetFeed(feed_pb2.GetFeedRequest(member_id=8), timeout=10)
+        assert len(served.items) > 0, "the slot is free again once the held call ends"
+    finally:
+        gates.gate("hold").set()
+        await gw.channel.close()
+        await gw.server.drain_and_stop()
+
+
 async def test_a_burst_is_answered_before_its_deadline_and_nothing_is_computed_in_vain(
     small_world: Path, tmp_path: Path
 ) -> None:
