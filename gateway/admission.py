@@ -33,9 +33,13 @@ class Caller(Protocol):
 
 @dataclass(frozen=True)
 class Ticket:
-    """An admitted request. `quality`: the width of its second pass, 1.0 = full (see `gateway.quality`)."""
+    """An admitted request. `quality`: the width of its second pass, 1.0 = full (see `gateway.quality`).
+    `yield_between_steps`: it runs alone (calls past `overload_max_active_calls` are refused by grpc), so
+    between its steps it lets the loop take, and refuse, the calls that arrive meanwhile (see
+    `FeedRequest.yield_between_steps`)."""
 
     quality: float = FULL_QUALITY
+    yield_between_steps: bool = False
 
 
 class Admission:
@@ -49,6 +53,7 @@ class Admission:
         *,
         limit: LimitSettings | None = None,
         quality: QualitySettings | None = None,
+        yield_between_steps: bool = False,
         clock: Clock = time.monotonic,
     ) -> None:
         if limit is None:
@@ -59,6 +64,7 @@ class Admission:
         self._limit = AdaptiveLimit(limit, clock)
         self._quality = QualityGovernor(quality) if quality is not None else None
         self._clock = clock
+        self._yield_between_steps = yield_between_steps
         self._metrics = metrics
         self._draining = asyncio.Event()
         self._idle = asyncio.Event()
@@ -77,7 +83,13 @@ class Admission:
             target_latency_s=settings.overload_quality_latency_s,
             narrowed_quality=settings.overload_narrowed_quality,
         )
-        return cls(settings.max_in_flight, metrics, limit=limit, quality=quality)
+        return cls(
+            settings.max_in_flight,
+            metrics,
+            limit=limit,
+            quality=quality,
+            yield_between_steps=settings.overload_max_active_calls is not None,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -126,7 +138,7 @@ class Admission:
         latency_s: float | None = None
         dropped = False
         try:
-            yield Ticket(quality=self.quality)
+            yield Ticket(quality=self.quality, yield_between_steps=self._yield_between_steps)
             latency_s = self._clock() - started_s
             if self._quality is not None:
                 self._quality.observe(latency_s)

@@ -58,7 +58,12 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             async with self._admission.admit(context) as ticket:
                 feed_request = to_feed_request(request, self._limits, served)
                 request_id = feed_request.request_id
-                feed_request = replace(feed_request, quality=ticket.quality, caller_gone=context.cancelled)
+                feed_request = replace(
+                    feed_request,
+                    quality=ticket.quality,
+                    yield_between_steps=ticket.yield_between_steps,
+                    caller_gone=context.cancelled,
+                )
                 answer = await self._app.get_feed(feed_request, timeout_s=_timeout_s(context))
                 outcome = "degraded" if answer.context.degraded else "ok"
                 response = to_response(

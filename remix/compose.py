@@ -58,8 +58,11 @@ class Sequence:
         return self.steps
 
     async def __call__(self, ctx: Context) -> None:
-        for step in self.steps:
+        last = len(self.steps) - 1
+        for index, step in enumerate(self.steps):
             await step(ctx)
+            if ctx.request.yield_between_steps and index < last:
+                await asyncio.sleep(0)  # one loop turn: see FeedRequest.yield_between_steps
 
 
 class Parallel:

@@ -12,6 +12,7 @@ from gateway.admission import Admission
 from gateway.concurrency_limit import LimitSettings
 from gateway.metrics import GatewayMetrics
 from gateway.quality import QualitySettings
+from gateway.settings import GatewaySettings
 from gateway.status import RequestRejected
 from remix.failures import StepTimeout
 
@@ -118,3 +119,13 @@ async def test_without_adaptive_settings_the_limit_is_the_fixed_ceiling() -> Non
 def test_the_adaptive_ceiling_must_be_max_in_flight() -> None:
     with pytest.raises(ValueError, match="max_in_flight"):
         Admission(3, GatewayMetrics(), limit=LimitSettings(1, 5, 2, 0.05))
+
+
+@pytest.mark.parametrize(("max_active_calls", "yields"), [(None, False), (1, True)])
+async def test_a_gateway_that_runs_one_call_at_a_time_admits_requests_that_yield_between_steps(
+    max_active_calls: int | None, yields: bool
+) -> None:
+    settings = GatewaySettings(overload_max_active_calls=max_active_calls)
+    gate = Admission.from_settings(settings, GatewayMetrics())
+    async with gate.admit(Caller()) as ticket:
+        assert ticket.yield_between_steps is yields

@@ -49,6 +49,26 @@ async def test_sequence_runs_in_order_and_passes_data_through_keys() -> None:
     assert seq.writes == {A, B}
 
 
+@pytest.mark.parametrize("yielding", [False, True])
+async def test_a_sequence_gives_the_loop_a_turn_between_steps_only_when_the_request_asks(yielding: bool) -> None:
+    """Work queued on the loop during a step (a server taking a new call) runs before the next step only
+    when the request yields between steps; otherwise the sequence runs through to its end first."""
+    log: list[str] = []
+
+    async def first(ctx: Context) -> None:
+        asyncio.get_running_loop().call_soon(log.append, "other work")
+        log.append("first")
+
+    async def second(ctx: Context) -> None:
+        log.append("second")
+
+    seq = Sequence("seq", [FuncStep("first", first), FuncStep("second", second)])
+    await seq(make_context(make_request(yield_between_steps=yielding)))
+
+    expected = ["first", "other work", "second"] if yielding else ["first", "second"]
+    assert log == expected
+
+
 async def test_sequence_stops_at_a_fail_closed_failure_and_goes_on_after_fail_open() -> None:
     log: list[str] = []
     seq = Sequence(
