@@ -85,9 +85,14 @@ class ContextSelector:
         return ctx.request.context.get(self.name)
 
 
-REQUEST_FIELDS: frozenset[str] = frozenset(f.name for f in fields(FeedRequest)) - {"context", "caller_gone", "quality"}
+REQUEST_FIELDS: frozenset[str] = frozenset(f.name for f in fields(FeedRequest)) - {
+    "context",
+    "caller_gone",
+    "quality",
+    "yield_between_steps",
+}
 """Request fields a switch can route on directly (`request.<field>`): what the caller sent, not what the
-gateway attaches (its overload quality, the caller's cancellation)."""
+gateway attaches (its overload quality and scheduling, the caller's cancellation)."""
 
 
 class RequestSelector:

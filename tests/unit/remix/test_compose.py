@@ -305,6 +305,12 @@ async def test_switch_on_a_request_field() -> None:
     assert switch.selector.domain == frozenset({"true", "false"})
 
 
+@pytest.mark.parametrize("attached", ["quality", "caller_gone", "yield_between_steps", "context"])
+def test_a_switch_cannot_route_on_what_the_gateway_attaches_to_a_request(attached: str) -> None:
+    with pytest.raises(ValueError, match=f"unknown request field '{attached}'"):
+        RequestSelector(attached)
+
+
 async def test_switch_without_default_on_an_unserved_request_value_is_a_client_error() -> None:
     ctx = make_context(make_request(context={"bucket": "zz"}))
     with pytest.raises(InvalidRequest, match=r"no case for request\.context\.bucket = 'zz'") as caught:
