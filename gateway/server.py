@@ -102,10 +102,10 @@ class GatewayServer:
         gc.collect()
         gc.freeze()
         server = grpc.aio.server(
-            # Bounded, grpc.aio decides before it asks core for the next call: asked while the bound is reached,
-            # the call it gets is refused (RESOURCE_EXHAUSTED, no gateway code runs); asked once a slot is free,
-            # it gets the call now at the head of core's pending list. Admission decides later, when the handler
-            # starts, and what it admits was matched a whole request earlier (README, Overload).
+            # Bounded, grpc.aio checks it as it takes each call and refuses one past it (RESOURCE_EXHAUSTED) before
+            # any interceptor runs: cheap enough that core's pending list is drained while a request runs, so the
+            # call admitted when the slot frees is a fresh one, not one taken a whole request earlier (README,
+            # Overload).
             maximum_concurrent_rpcs=self.settings.overload_max_active_calls,
             # The decode guard comes last, nearest the services: the handlers the others wrap carry its
             # deserializer.
