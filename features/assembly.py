@@ -212,10 +212,8 @@ class InputPlan:
             ids = keys[stage.key] if stage.key in keys else frame.get(stage.key).reshape(-1)
             frame.values[self._id_names[stage.entity]] = ids.reshape(-1, 1)
             to_read = [v for v in stage_views if v.name not in known]
-            if stage.key == KEY_CANDIDATE or len(ids) <= 1 or sequential:
-                unique, inverse = ids, None
-            else:
-                unique, inverse = np.unique(ids, return_inverse=True)
+            # Candidate ids are distinct already.
+            unique, inverse = (ids, None) if stage.key == KEY_CANDIDATE else _ids_to_read(ids, sequential=sequential)
             rows = await read_views(reader, to_read, unique)
             for view, block in (
                 *zip(to_read, rows, strict=True),
@@ -233,7 +231,7 @@ class InputPlan:
                 frame.values[entity_id.name] = ids.reshape(-1, 1)
         for derived in self._derived:
             if work.derived is None or derived.name in work.derived:
-                frame.values[derived.name] = await self._derive(derived, frame, reader, now_s)
+                frame.values[derived.name] = await self._derive(derived, frame, reader, now_s, sequential=sequential)
         return frame
 
     def _split(self, view: ViewDecl, block: Array, frame: Frame) -> None:
@@ -241,7 +239,9 @@ class InputPlan:
         for name, start, stop in self._slices[view.name]:
             values[name] = block[:, start:stop]
 
-    async def _derive(self, feature: DerivedFeature, frame: Frame, reader: RowReader, now_s: float) -> Array:
+    async def _derive(
+        self, feature: DerivedFeature, frame: Frame, reader: RowReader, now_s: float, *, sequential: bool
+    ) -> Array:
         decl = feature.decl
         args = [frame.get(f.name) for f in feature.inputs if not (decl.transform == "pool" and f is feature.inputs[1])]
         match decl.transform:
@@ -265,12 +265,9 @@ class InputPlan:
                 assert isinstance(table_feature, ViewFeature)
                 listed = lists >= 0
                 flat = lists[listed]
-                if getattr(reader, "sequential", False):  # repeats are read again: cheaper than finding them
-                    unique, inverse = flat, np.arange(len(flat), dtype=np.int64)
-                else:
-                    unique, inverse = np.unique(flat, return_inverse=True)
+                unique, inverse = _ids_to_read(flat, sequential=sequential)
                 positions = np.full(lists.shape, -1, dtype=np.int64)
-                positions[listed] = inverse
+                positions[listed] = np.arange(len(flat), dtype=np.int64) if inverse is None else inverse
                 if len(unique):
                     rows = await reader.read(table_feature.view, unique.astype(np.int64))
                     vectors = rows[:, table_feature.start : table_feature.start + table_feature.width]
@@ -292,6 +289,15 @@ class InputPlan:
 
     def tensors(self, frame: Frame, inputs: Sequence[InputTensor]) -> dict[str, Array]:
         return {t.name: self.tensor(frame, t) for t in inputs}
+
+
+def _ids_to_read(ids: I64, *, sequential: bool) -> tuple[I64, I64 | None]:
+    """The ids to ask a reader for and, when they were deduplicated, each of `ids`' position among them
+    (None: they are `ids` as given). A sequential reader is given repeats as they come (see `RowReader`)."""
+    if sequential or len(ids) <= 1:
+        return ids, None
+    unique, inverse = np.unique(ids, return_inverse=True)
+    return unique, inverse
 
 
 def v_is_full(block: Array, unique: I64) -> bool:
