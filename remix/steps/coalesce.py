@@ -44,11 +44,13 @@ F32 = npt.NDArray[np.float32]
 @dataclass(frozen=True)
 class Scored:
     """One caller's share of a batch: `scores` (len(ids),) for its ids, and the batch's frame, whose rows
-    `rows(i)` are this caller's i-th ids."""
+    `rows(i)` are this caller's i-th ids. `per_row`: the frame's names with a value per row (request-level
+    ones, one row broadcast, are not), found once for the batch's callers."""
 
     frame: Frame
     start: int
     scores: F32
+    per_row: tuple[str, ...]
 
     def rows(self, index: I64) -> I64:
         return index + self.start
@@ -127,6 +129,7 @@ class CoalescedScorer:
         frame, _ = await self.inputs.frame(ctx, ids)
         steps = "+".join(c.step for c in callers)
         scores = (await head_scores(ctx, steps, self._models, self._signature, self.inputs, frame, rows=ids))[:, 0]
+        per_row = tuple(name for name, value in frame.values.items() if len(value) == frame.n)
         start = 0
         for caller in callers:
             stop = start + len(caller.ids)
@@ -134,7 +137,7 @@ class CoalescedScorer:
                 others = ", ".join(c.step for c in callers if c is not caller)
                 caller.ctx.notes.setdefault(caller.step, f"first pass scored with {others} in one call")
             if not caller.answer.done():
-                caller.answer.set_result(Scored(frame=frame, start=start, scores=scores[start:stop]))
+                caller.answer.set_result(Scored(frame=frame, start=start, scores=scores[start:stop], per_row=per_row))
             start = stop
 
 

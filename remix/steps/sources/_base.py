@@ -11,7 +11,6 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from engines.errors import EngineError
-from features import Frame
 from features.registry import Feature
 from kvstore.errors import StoreError
 from remix.context import Context
@@ -118,7 +117,7 @@ class DeclaredSource:
         # Every per-candidate value of the batch goes along (the model's inputs and what they were computed
         # from), as a view: a later step declaring the same features reuses them instead of reading or
         # computing them again (request-level ones, one row broadcast, are not per candidate).
-        carried = RowsOf(frame.values, _per_row(frame), rows)
+        carried = RowsOf(frame.values, scored.per_row, rows)
         found = Candidates.from_source(
             self.name,
             item_id=item_ids[best],
@@ -128,11 +127,6 @@ class DeclaredSource:
             features=carried,
         )
         ctx.set(self.key, found)
-
-
-def _per_row(frame: Frame) -> tuple[str, ...]:
-    """The names of `frame` with a value per row (request-level ones, one row broadcast, are not carried)."""
-    return tuple(name for name, value in frame.values.items() if len(value) == frame.n)
 
 
 def unique_in_order(ids: I64, limit: int) -> I64:
