@@ -11,10 +11,13 @@ how many answers the gateway computed that no caller received (its `quasar_workf
 degraded, scraped before and after the burst, minus the OK answers the client got).
 
 Each call's latency runs from the moment the client starts it to the moment grpc completes it (a done
-callback on grpc's own thread). The client uses grpc's synchronous futures rather than grpc.aio: with
+callback on grpc's own thread, which only stamps the time: completions run one after another there, so
+any work in it would delay the stamps of those queued behind it). The client uses grpc's synchronous
+futures rather than grpc.aio: with
 3,000 asyncio tasks on one loop, a call's completion waits behind the loop's backlog of other tasks, and
 that wait (hundreds of ms here) is the client's, not the gateway's. For the same reason the burst runs
-with a 0.2 ms GIL switch interval: a done callback waits for the GIL the issuing loop holds.
+with a 0.2 ms GIL switch interval: a done callback waits for the GIL the issuing loop holds; and the
+client measures with its garbage collector off (`client_without_collector_pauses`).
 
 On a machine with two CPUs or more the gateway (every thread of it) runs on `--gateway-cpus` and the client
 on `--client-cpus` (defaults: CPU 0 and CPU 1), so the client's own cost of sending 3,000 calls and
@@ -26,12 +29,15 @@ grpc hands it over, and the answer's way back) is printed beside the handler's o
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import os
 import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,25 @@ def answers_computed(metrics_port: int) -> float:
         ):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+@contextlib.contextmanager
+def client_without_collector_pauses() -> Iterator[None]:
+    """This client's garbage collector off while it measures (its objects so far frozen first).
+
+    3,000 futures and their requests made a collection of this process's own objects likely mid-burst, and
+    one that paused it for ~18 ms delayed both the calls it was sending and the completions it was stamping
+    (seen as admitted calls of one instant all 15-25 ms late, before and after the handler alike). That
+    pause is the client's, not the gateway's; the unloaded calls are measured the same way, so the ratio
+    compares like with like. The gateway keeps its own collector (frozen after start-up, as it runs)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def unloaded(stub: feed_pb2_grpc.FeedServiceStub, members: list[int]) -> tuple[list[float], list[float]]:
@@ -98,30 +123,18 @@ def cpu_set(text: str) -> set[int]:
 
 
 def burst(stub: feed_pb2_grpc.FeedServiceStub, members: list[int], deadline_s: float) -> Burst:
-    result = Burst()
-    lock = threading.Lock()  # done callbacks run on grpc's thread, beside the one sending
+    # A done callback only stamps the time and keeps the future: completions run one after another on
+    # grpc's thread, so each callback's own work (reading the status, classifying it) would delay the
+    # timestamps of the completions queued behind it, thousands of refusals among them. Read them after.
+    done: list[tuple[float, float, Any]] = []
     finished = threading.Event()
-    remaining = [len(members)]
+    total = len(members)
 
     def on_done(started: float) -> Any:
         def record(future: Any) -> None:
-            elapsed_ms = (time.perf_counter() - started) * 1e3
-            code = future.code()
-            with lock:
-                name = code.name if code is not None else "UNKNOWN"
-                if code is grpc.StatusCode.OK:
-                    response = future.result()
-                    result.server_ms.append(response.server_ms)
-                    result.outside_ms.append(elapsed_ms - response.server_ms)
-                    result.narrowed += any(r.startswith("overload:") for r in response.degraded_reasons)
-                elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    result.refused_by[refused_by(future.details() or "")] += 1
-                result.late += elapsed_ms > deadline_s * 1e3
-                result.codes[name] += 1
-                result.latencies.setdefault(name, []).append(elapsed_ms)
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    finished.set()
+            done.append((started, time.perf_counter(), future))  # list.append is atomic: no lock
+            if len(done) == total:
+                finished.set()
 
         return record
 
@@ -134,12 +147,32 @@ def burst(stub: feed_pb2_grpc.FeedServiceStub, members: list[int], deadline_s: f
         started = time.perf_counter()
         future = stub.GetFeed.future(feed_pb2.GetFeedRequest(member_id=member), timeout=deadline_s)
         future.add_done_callback(on_done(started))
-    result.issued_ms = (time.perf_counter() - t0) * 1e3
+    issued_ms = (time.perf_counter() - t0) * 1e3
     try:
         if not finished.wait(deadline_s + 30):
-            raise SystemExit(f"{remaining[0]} calls never completed")
+            raise SystemExit(f"{total - len(done)} calls never completed")
     finally:
         sys.setswitchinterval(switch_interval_s)
+    return classify(done, deadline_s, issued_ms)
+
+
+def classify(done: list[tuple[float, float, Any]], deadline_s: float, issued_ms: float) -> Burst:
+    """The burst's figures from each call's (start, completion, future)."""
+    result = Burst(issued_ms=issued_ms)
+    for started, completed, future in done:
+        elapsed_ms = (completed - started) * 1e3
+        code = future.code()
+        name = code.name if code is not None else "UNKNOWN"
+        if code is grpc.StatusCode.OK:
+            response = future.result()
+            result.server_ms.append(response.server_ms)
+            result.outside_ms.append(elapsed_ms - response.server_ms)
+            result.narrowed += any(r.startswith("overload:") for r in response.degraded_reasons)
+        elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            result.refused_by[refused_by(future.details() or "")] += 1
+        result.late += elapsed_ms > deadline_s * 1e3
+        result.codes[name] += 1
+        result.latencies.setdefault(name, []).append(elapsed_ms)
     return result
 
 
@@ -173,11 +206,13 @@ def main() -> None:
         with grpc.insecure_channel(target) as channel:
             stub = feed_pb2_grpc.FeedServiceStub(channel)
             unloaded(stub, members[:50])  # warm-up
-            base, base_server = unloaded(stub, members[: args.unloaded])
+            with client_without_collector_pauses():
+                base, base_server = unloaded(stub, members[: args.unloaded])
             before = answers_computed(metrics_port)
-            started = time.perf_counter()
-            result = burst(stub, members[args.unloaded :], args.deadline_s)
-            wall_s = time.perf_counter() - started
+            with client_without_collector_pauses():
+                started = time.perf_counter()
+                result = burst(stub, members[args.unloaded :], args.deadline_s)
+                wall_s = time.perf_counter() - started
             after = answers_computed(metrics_port)
     finally:
         process.terminate()

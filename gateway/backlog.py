@@ -4,8 +4,15 @@ grpc.aio takes one call from grpc core at a time, a few event-loop turns apart, 
 a slice of each admitted request: under a burst, calls are taken at about the rate they complete, so they
 wait in core's pending list, not in front of admission (measured: a 3,000-call burst on one channel never
 put more than ~6 calls in the handler). Only core can shed that queue at line rate. It does so through
-its pending-request limits: below `soft` every call waits; between `soft` and `hard` a growing share of
-new calls is refused; at `hard` all are. Refused calls end at once, with no handler run.
+its pending-request limits, random early detection over the list's length when a call arrives: up to
+`soft` calls waiting, the new one waits too; from `hard` on it is refused; between them a growing share
+is refused (grpc core, `RandomEarlyDetection::Reject`). Refused calls end at once, with no handler run.
+
+The gateway's `max_pending_calls` is the hard bound, so it means what it says, at most that many calls
+wait, and early refusals start at half of it. At 1 no call waits behind another: the latency-first
+setting, where a call that grpc.aio has not asked for yet is refused rather than queued behind the one
+the worker runs (soft 1, hard 2, the mapping before, let two wait; measured on a 3,000-call burst,
+latency first, five alternating runs each: admitted p50 12.4 ms instead of 15.5 ms).
 
 Which status the caller sees is core's choice, made by its HTTP/2 server transport: the classic one drops
 a refused call (the caller sees CANCELLED); the promise-based one (grpc experiment `ph2_server`) answers
@@ -25,10 +32,11 @@ PENDING_HARD_LIMIT = "grpc.server.max_pending_requests_hard_limit"
 
 
 def backlog_options(max_pending_calls: int) -> list[tuple[str, int]]:
-    """Server channel options that bound core's pending list: soft `max_pending_calls`, hard twice that."""
+    """Server channel options that let at most `max_pending_calls` wait in core's pending list, refusing a
+    growing share of new calls from half of it (soft `max_pending_calls // 2`, hard `max_pending_calls`)."""
     if max_pending_calls < 1:
         raise ValueError(f"max_pending_calls must be at least 1, got {max_pending_calls}")
-    return [(PENDING_SOFT_LIMIT, max_pending_calls), (PENDING_HARD_LIMIT, 2 * max_pending_calls)]
+    return [(PENDING_SOFT_LIMIT, max_pending_calls // 2), (PENDING_HARD_LIMIT, max_pending_calls)]
 
 
 EXPERIMENTS_ENV = "GRPC_EXPERIMENTS"

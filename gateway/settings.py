@@ -92,9 +92,10 @@ class GatewaySettings(BaseSettings):
         0.5, gt=0, le=1, description="fraction of merge.max_candidates ranked while narrowed"
     )
     overload_max_pending_calls: int = Field(
-        16,
+        32,
         ge=1,
-        description="calls grpc holds before the gateway takes them; more are refused at once",
+        description="most calls grpc holds before the gateway takes them; more are refused at once, and from "
+        "half of it a growing share is. Latency first: 1 (README, Overload)",
     )
     overload_max_active_calls: int | None = Field(
         None,

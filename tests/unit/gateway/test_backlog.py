@@ -14,8 +14,14 @@ from gateway.backlog import (
 )
 
 
-def test_bounds_core_pending_list_soft_and_hard() -> None:
-    assert dict(backlog_options(16)) == {PENDING_SOFT_LIMIT: 16, PENDING_HARD_LIMIT: 32}
+def test_the_setting_is_the_hard_bound_and_early_refusals_start_at_half() -> None:
+    assert dict(backlog_options(32)) == {PENDING_SOFT_LIMIT: 16, PENDING_HARD_LIMIT: 32}
+
+
+def test_one_pending_call_at_most_means_none_waits_behind_another() -> None:
+    # core allows a new call while the list holds <= soft and refuses it from hard on: soft 0, hard 1 lets
+    # one call wait when none does, and refuses every call that would wait behind it
+    assert dict(backlog_options(1)) == {PENDING_SOFT_LIMIT: 0, PENDING_HARD_LIMIT: 1}
 
 
 def test_refuses_an_unbounded_or_empty_queue() -> None:
