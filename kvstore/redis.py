@@ -1,5 +1,6 @@
-"""`RedisStore`: versioned embedding tables in Redis or a Redis Cluster, and its cluster routing. The wire
-protocol and the connection pools are `kvstore._redis_wire` (with hiredis, its C parser, behind them).
+"""`RedisStore`: versioned embedding tables in Redis or a Redis Cluster. The wire protocol and the
+connection pools are `kvstore._redis_wire` (with hiredis, its C parser, behind them); which node answers a
+command, and the redirects of a cluster, `kvstore._redis_cluster`.
 
 Key layout: `kvstore._redis_layout`. Values: `kvstore.codec` (float16 or float32 behind a header that
 names dtype, dim and table version, so a value of another version is detected, never served).
@@ -19,9 +20,6 @@ caller can read a reply meant for an earlier one. A connection error is retried 
 (the first may have been one the server closed); a second failure is `StoreUnavailable`. Every call runs
 under one timeout (`timeout_s` per call, else the store's), past which it raises `StoreTimeout`.
 
-Cluster: detected at `start()` (CLUSTER SLOTS). MOVED refreshes the slot map and resends the command to the
-new owner; ASK resends it once after ASKING to the node named.
-
 Versions: `<prefix>:versions:{table}` holds each version's `VersionMeta` (dim, dtype, count, buckets,
 state); `<prefix>:current` maps table -> current version, switched by one HSET. Version metadata is cached
 per process (versions are immutable), the current pointer never is.
@@ -29,11 +27,9 @@ per process (versions are immutable), the current pointer never is.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import re
-import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -44,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from redis.crc import key_slot
 
+from kvstore._redis_cluster import Command, Routing
 from kvstore._redis_layout import (
     DEFAULT_BUCKETS,
     DEFAULT_PREFIX,
@@ -57,7 +54,7 @@ from kvstore._redis_layout import (
     tables_key,
     versions_key,
 )
-from kvstore._redis_wire import NodePool, RedisAddress, Unreachable, deadline, pack, tls_context
+from kvstore._redis_wire import RedisAddress, deadline, pack
 from kvstore.admin import Progress, TableAdmin, VersionInfo
 from kvstore.base import EmbeddingStore, Lookup, TableInfo, as_ids, lookup_dtype, sorted_table
 from kvstore.codec import header, pack_rows, unpack_rows
@@ -66,7 +63,6 @@ from kvstore.errors import StoreError, StoreUnavailable, TableNotFound
 if TYPE_CHECKING:
     from kvstore.config import RedisTlsConfig
 
-_SLOTS = 16384
 _WRITE_ROWS = 1000  # rows per MSET when writing a version
 _WRITE_ROUND = 16  # MSETs per pipelined round trip when writing
 _MAX_CACHED_METAS = 1024
@@ -86,12 +82,6 @@ class _Version:
     header: npt.NDArray[np.uint8]
     value_dtype: np.dtype[Any]
     value_length: int
-
-
-@dataclass
-class _Command:
-    slot: int | None  # None: any node (single server)
-    payload: bytes
 
 
 class RedisStore:
@@ -138,29 +128,26 @@ class RedisStore:
             address = replace(address, password=password)
         # A tls block turns TLS on for a redis:// URL too; rediss:// alone verifies against the system roots.
         self.address = replace(address, tls=address.tls or tls is not None)
-        self._tls_config = tls
-        self._tls: ssl.SSLContext | None = None  # built at start (it reads files)
-        self._pool_size = pool_size
+        self._routing = Routing(
+            self.address, store=name, pool_size=pool_size, connect_timeout_s=connect_timeout_s, tls=tls
+        )
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._admin_timeout_s = admin_timeout_s
         self.prefix = self._prefix = prefix
         self._buckets = buckets
         self._mget_chunk = mget_chunk
-        self._pools: dict[tuple[str, int], NodePool] = {}
-        self._single: NodePool | None = None  # set when the server is not a cluster
-        self._slots: list[NodePool] = []  # cluster: owner of each slot
         self._versions: dict[tuple[str, str], _Version] = {}
         self._current_key = current_key(prefix)
         self._started = False
 
     @property
     def cluster(self) -> bool:
-        return self._started and self._single is None
+        return self._started and self._routing.cluster
 
     def connections(self) -> dict[str, tuple[int, int]]:
         """node -> (idle connections, connections lent out now), for operators and tests."""
-        return {repr(pool): (pool.idle, pool.busy) for pool in self._pools.values()}
+        return self._routing.connections()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -169,32 +156,12 @@ class RedisStore:
 
         Raises `StoreUnavailable` when the server cannot be reached within the connect timeout.
         """
-        if self.address.tls and self._tls is None:
-            self._tls = tls_context(self._tls_config)  # ValueError naming a file that cannot be used
-        seed = self._pool(self.address.host, self.address.port)
-        try:
-            async with asyncio.timeout(self._timeout_s + self._connect_timeout_s):
-                (reply,) = await seed.call(pack("CLUSTER", "SLOTS"), 1)
-        except (TimeoutError, Unreachable) as error:
-            self._close_pools()
-            raise StoreUnavailable(f"cannot reach {self.address}: {error}", store=self.name) from error
-        try:
-            if isinstance(reply, hiredis.ReplyError):
-                if "cluster support disabled" not in str(reply):
-                    raise StoreUnavailable(f"{self.address}: {reply}", store=self.name)
-                self._single = seed
-            else:
-                if self.address.db:
-                    raise ValueError(f"{self.address}: a cluster has only database 0")
-                self._set_slots(reply)
-        except BaseException:
-            self._close_pools()
-            raise
+        await self._routing.start(self._timeout_s + self._connect_timeout_s)
         self._started = True
 
     async def close(self) -> None:
         self._started = False
-        self._close_pools()
+        self._routing.close()
         self._versions.clear()
 
     # -- EmbeddingStore ------------------------------------------------------------------------------------
@@ -242,7 +209,7 @@ class RedisStore:
                 return Lookup(
                     np.zeros((0, stored.meta.dim), lookup_dtype(stored.meta.dtype)), np.zeros(0, np.bool_), version
                 )
-            if self._single is not None:
+            if self._routing.single is not None:
                 values = await self._mget_single(stored, query)
                 order = None
             else:
@@ -301,12 +268,12 @@ class RedisStore:
                 args: list[bytes] = [b"MSET"]
                 for row in rows:
                     args += (keys[row], values[int(order[row])])
-                commands.append((_Command(slot, pack(*args)), len(rows)))
+                commands.append((Command(slot, pack(*args)), len(rows)))
         done = 0
         for first in range(0, len(commands), _WRITE_ROUND):
             batch = commands[first : first + _WRITE_ROUND]
             async with self._within(self._admin_timeout_s, table=table):
-                self._raise_errors(await self._execute([c for c, _ in batch]), table)
+                self._raise_errors(await self._routing.execute([c for c, _ in batch]), table)
             done += sum(rows for _, rows in batch)
             if on_progress is not None:
                 on_progress(done, len(sorted_ids))
@@ -324,10 +291,10 @@ class RedisStore:
         async with self._within(self._admin_timeout_s, table=table):
             stored = await self._version(table, version, complete_only=False)
             commands = [
-                _Command(slot, stored.layout.pack(b"EXISTS", part))
+                Command(slot, stored.layout.pack(b"EXISTS", part))
                 for slot, _, part in self._plan(stored, query, chunk=_WRITE_ROWS)
             ]
-            replies = await self._execute(commands)
+            replies = await self._routing.execute(commands)
         self._raise_errors(replies, table)
         return int(sum(replies))
 
@@ -376,12 +343,12 @@ class RedisStore:
             doomed = replace(stored.meta, state=STATE_DELETING)
             await self._command(key, ("HSET", key, version, doomed.to_json()))
         self._versions.pop((table, version), None)
-        for node in self._masters():
+        for node in self._routing.masters():
             cursor = b"0"
             while True:
                 async with self._within(self._admin_timeout_s, table=table):
                     scan = ("SCAN", cursor, "MATCH", stored.layout.scan_pattern(), "COUNT", "1000")
-                    (reply,) = await self._call(node, pack(*scan), 1)
+                    (reply,) = await self._routing.call(node, pack(*scan), 1)
                     self._raise_errors([reply], table)
                     cursor, found = reply
                     by_tag: dict[bytes, list[bytes]] = {}
@@ -389,8 +356,8 @@ class RedisStore:
                         by_tag.setdefault(found_key[found_key.index(b"{") : found_key.index(b"}") + 1], []).append(
                             found_key
                         )
-                    unlinks = [_Command(key_slot(tag), pack("UNLINK", *ks)) for tag, ks in by_tag.items()]
-                    self._raise_errors(await self._execute(unlinks), table)
+                    unlinks = [Command(key_slot(tag), pack("UNLINK", *ks)) for tag, ks in by_tag.items()]
+                    self._raise_errors(await self._routing.execute(unlinks), table)
                 if cursor == b"0":
                     break
         async with self._within(self._admin_timeout_s, table=table):
@@ -399,14 +366,15 @@ class RedisStore:
     # -- request path internals ------------------------------------------------------------------------------
 
     async def _mget_single(self, stored: _Version, ids: npt.NDArray[np.int64]) -> list[bytes | None]:
-        assert self._single is not None
+        single = self._routing.single
+        assert single is not None
         chunk = self._mget_chunk
         if len(ids) <= chunk:
-            (reply,) = await self._call(self._single, stored.layout.pack(b"MGET", ids), 1)
+            (reply,) = await self._routing.call(single, stored.layout.pack(b"MGET", ids), 1)
             self._raise_errors([reply], stored.layout.tags[0].decode())
             return cast(list[bytes | None], reply)
         payload = b"".join(stored.layout.pack(b"MGET", ids[s : s + chunk]) for s in range(0, len(ids), chunk))
-        replies = await self._call(self._single, payload, math.ceil(len(ids) / chunk))
+        replies = await self._routing.call(single, payload, math.ceil(len(ids) / chunk))
         self._raise_errors(replies, "")
         return [value for reply in replies for value in reply]
 
@@ -414,7 +382,9 @@ class RedisStore:
         self, stored: _Version, ids: npt.NDArray[np.int64]
     ) -> tuple[list[bytes | None], npt.NDArray[np.int64]]:
         plan = self._plan(stored, ids, chunk=self._mget_chunk)
-        replies = await self._execute([_Command(slot, stored.layout.pack(b"MGET", part)) for slot, _, part in plan])
+        replies = await self._routing.execute(
+            [Command(slot, stored.layout.pack(b"MGET", part)) for slot, _, part in plan]
+        )
         self._raise_errors(replies, "")
         order = np.concatenate([positions for _, positions, _ in plan])
         return [value for reply in replies for value in reply], order
@@ -486,112 +456,13 @@ class RedisStore:
             self._versions[(table, version)] = stored
         return stored
 
-    # -- routing -----------------------------------------------------------------------------------------------
+    # -- commands and their errors ------------------------------------------------------------------------------
 
     async def _command(self, key: bytes, args: tuple[str | bytes, ...]) -> Any:
         """One command about `key`, routed to its slot's node; error replies raise StoreError."""
-        (reply,) = await self._execute([_Command(key_slot(key), pack(*args))])
+        (reply,) = await self._routing.execute([Command(key_slot(key), pack(*args))])
         self._raise_errors([reply], "")
         return reply
-
-    async def _execute(self, commands: list[_Command]) -> list[Any]:
-        """Replies to `commands` in order: pipelined per node, nodes concurrently, redirects followed."""
-        if self._single is not None:
-            payload = b"".join(c.payload for c in commands)
-            return await self._call(self._single, payload, len(commands))
-        groups: dict[NodePool, list[int]] = {}
-        for index, command in enumerate(commands):
-            groups.setdefault(self._owner(command.slot), []).append(index)
-        replies: list[Any] = [None] * len(commands)
-
-        async def on_node(node: NodePool, indexes: list[int]) -> None:
-            answered = await self._call(node, b"".join(commands[i].payload for i in indexes), len(indexes))
-            for i, reply in zip(indexes, answered, strict=True):
-                replies[i] = reply
-
-        if len(groups) == 1:
-            ((node, indexes),) = groups.items()
-            await on_node(node, indexes)
-        else:
-            outcomes = await asyncio.gather(*(on_node(n, i) for n, i in groups.items()), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        refreshed = False
-        for index, reply in enumerate(replies):
-            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(("MOVED ", "ASK ")):
-                kind, _, where = str(reply).split(" ")
-                host, _, port = where.rpartition(":")
-                target = self._pool(host or self.address.host, int(port))
-                if kind == "MOVED":
-                    if not refreshed:
-                        await self._refresh_slots()
-                        refreshed = True
-                    (replies[index],) = await self._call(target, commands[index].payload, 1)
-                else:
-                    asking = pack("ASKING") + commands[index].payload
-                    replies[index] = (await self._call(target, asking, 2))[1]
-        return replies
-
-    async def _call(self, node: NodePool, payload: bytes, n: int) -> list[Any]:
-        try:
-            return await node.call(payload, n)
-        except Unreachable as error:
-            raise StoreUnavailable(str(error), store=self.name) from error
-
-    def _owner(self, slot: int | None) -> NodePool:
-        if self._single is not None or slot is None:
-            return self._single or self._pool(self.address.host, self.address.port)
-        return self._slots[slot]
-
-    def _masters(self) -> list[NodePool]:
-        if self._single is not None:
-            return [self._single]
-        return list(dict.fromkeys(self._slots))
-
-    async def _refresh_slots(self) -> None:
-        for node in [*self._masters(), self._pool(self.address.host, self.address.port)]:
-            try:
-                (reply,) = await node.call(pack("CLUSTER", "SLOTS"), 1)
-            except Unreachable:
-                continue
-            if not isinstance(reply, hiredis.ReplyError):
-                self._set_slots(reply)
-                return
-        raise StoreUnavailable("no cluster node answered CLUSTER SLOTS", store=self.name)
-
-    def _set_slots(self, reply: list[Any]) -> None:
-        owners: list[NodePool | None] = [None] * _SLOTS
-        for entry in reply:
-            start, end, primary = int(entry[0]), int(entry[1]), entry[2]
-            host = primary[0].decode() if primary[0] else self.address.host
-            node = self._pool(host, int(primary[1]))
-            owners[start : end + 1] = [node] * (end - start + 1)
-        if any(owner is None for owner in owners):
-            raise StoreUnavailable("the cluster does not cover every slot", store=self.name)
-        self._slots = cast(list[NodePool], owners)
-
-    def _pool(self, host: str, port: int) -> NodePool:
-        pool = self._pools.get((host, port))
-        if pool is None:
-            pool = NodePool(
-                host,
-                port,
-                self.address,
-                size=self._pool_size,
-                connect_timeout_s=self._connect_timeout_s,
-                tls=self._tls,
-                server_name=self._tls_config.server_name if self._tls_config is not None else None,
-            )
-            self._pools[(host, port)] = pool
-        return pool
-
-    def _close_pools(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
-        self._single = None
-        self._slots = []
 
     def _raise_errors(self, replies: Iterable[Any], table: str) -> None:
         for reply in replies:
