@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+# The kernel sends the child SIGTERM when its parent exits (prctl PR_SET_PDEATHSIG, kept across exec).
+_TIED_TO_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 _METRICS_PORT = re.compile(r'"metrics_port":\s*(\d+)')
 
@@ -38,9 +41,13 @@ class GatewayProcess:
 
 
 def start_gateway(args: Sequence[str], *, env: Mapping[str, str] | None = None) -> GatewayProcess:
-    """`python -m gateway --port 0 --metrics-port 0 ARGS`; exits the benchmark when the gateway does not start."""
+    """`python -m gateway --port 0 --metrics-port 0 ARGS`; exits the benchmark when the gateway does not start.
+
+    The gateway gets SIGTERM when the benchmark dies, however it dies (util-linux's `setpriv --pdeathsig`,
+    where there is one): a benchmark that crashed or was killed once left its gateway serving for half an
+    hour, beside the next run's."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--port", "0", "--metrics-port", "0", *args],
+        [*_TIED_TO_PARENT, sys.executable, "-m", "gateway", "--port", "0", "--metrics-port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
