@@ -58,11 +58,14 @@ class Sequence:
         return self.steps
 
     async def __call__(self, ctx: Context) -> None:
-        last = len(self.steps) - 1
+        if not ctx.request.yield_between_steps:  # asked once per sequence, not after every step
+            for step in self.steps:
+                await step(ctx)
+            return
         for index, step in enumerate(self.steps):
+            if index:
+                await asyncio.sleep(0)  # one loop turn between steps: see FeedRequest.yield_between_steps
             await step(ctx)
-            if ctx.request.yield_between_steps and index < last:
-                await asyncio.sleep(0)  # one loop turn: see FeedRequest.yield_between_steps
 
 
 class Parallel:
