@@ -78,7 +78,7 @@ class Routing:
         """
         if self.address.tls and self._tls is None:
             self._tls = tls_context(self._tls_config)
-        seed = self.pool(self.address.host, self.address.port)
+        seed = self._pool(self.address.host, self.address.port)
         try:
             async with asyncio.timeout(timeout_s):
                 (reply,) = await seed.call(pack("CLUSTER", "SLOTS"), 1)
@@ -126,7 +126,7 @@ class Routing:
             if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(("MOVED ", "ASK ")):
                 kind, _, where = str(reply).split(" ")
                 host, _, port = where.rpartition(":")
-                target = self.pool(host or self.address.host, int(port))
+                target = self._pool(host or self.address.host, int(port))
                 if kind == "MOVED":
                     if not refreshed:
                         await self._refresh_slots()
@@ -150,7 +150,7 @@ class Routing:
             return [self._single]
         return list(dict.fromkeys(self._slots))
 
-    def pool(self, host: str, port: int) -> NodePool:
+    def _pool(self, host: str, port: int) -> NodePool:
         """The pool of node `host:port`, made on first use."""
         pool = self._pools.get((host, port))
         if pool is None:
@@ -175,11 +175,11 @@ class Routing:
 
     def _owner(self, slot: int | None) -> NodePool:
         if self._single is not None or slot is None:
-            return self._single or self.pool(self.address.host, self.address.port)
+            return self._single or self._pool(self.address.host, self.address.port)
         return self._slots[slot]
 
     async def _refresh_slots(self) -> None:
-        for node in [*self.masters(), self.pool(self.address.host, self.address.port)]:
+        for node in [*self.masters(), self._pool(self.address.host, self.address.port)]:
             try:
                 (reply,) = await node.call(pack("CLUSTER", "SLOTS"), 1)
             except Unreachable:
@@ -194,7 +194,7 @@ class Routing:
         for entry in reply:
             start, end, primary = int(entry[0]), int(entry[1]), entry[2]
             host = primary[0].decode() if primary[0] else self.address.host
-            node = self.pool(host, int(primary[1]))
+            node = self._pool(host, int(primary[1]))
             owners[start : end + 1] = [node] * (end - start + 1)
         if any(owner is None for owner in owners):
             raise StoreUnavailable("the cluster does not cover every slot", store=self._store)
