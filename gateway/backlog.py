@@ -11,8 +11,8 @@ is refused (grpc core, `RandomEarlyDetection::Reject`). Refused calls end at onc
 The gateway's `max_pending_calls` is the hard bound, so it means what it says, at most that many calls
 wait, and early refusals start at half of it. At 1 no call waits behind another: the latency-first
 setting, where a call that grpc.aio has not asked for yet is refused rather than queued behind the one
-the worker runs (soft 1, hard 2, the mapping before, let two wait; measured on a 3,000-call burst,
-latency first, five alternating runs each: admitted p50 12.4 ms instead of 15.5 ms).
+the worker runs (soft 1, hard 2, the mapping before, let two wait: README, Overload, gives what that
+cost admitted calls in a one-off probe).
 
 Which status the caller sees is core's choice, made by its HTTP/2 server transport: the classic one drops
 a refused call (the caller sees CANCELLED); the promise-based one (grpc experiment `ph2_server`) answers
